@@ -13,6 +13,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("map")
     show.add_argument("--json", action="store_true", help="print the file as JSON")
     show.set_defaults(func=_show)
+    convert = action.add_parser("convert-reference", help="convert the ACT authors' published maps into this format")
+    convert.add_argument("files", nargs="+", help="reference JSON files (../shared/data/reference_head_maps/*.json)")
+    convert.add_argument("--out", help="output directory (default: the published head_maps/ directory)")
+    convert.set_defaults(func=_convert)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -28,4 +32,18 @@ def _show(args: argparse.Namespace) -> int:
 
     hm = load_head_map(args.map)
     print(hm.to_json() if args.json else hm.describe())
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from act_eval.head_map import published_dir
+    from act_eval.reference_maps import convert_reference_map
+
+    out = Path(args.out) if args.out else published_dir()
+    for src in args.files:
+        hm = convert_reference_map(src)
+        target = hm.save(out / f"{hm.name}.json")
+        print(f"{src} -> {target} ({hm.num_calibrated} heads, {hm.content_hash[:19]})")
     return 0

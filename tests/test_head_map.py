@@ -1,0 +1,126 @@
+"""Head-map format: reading, validation with clear errors, hashing, and the converted reference maps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from act_eval.cli import main as cli
+from act_eval.head_map import HeadMap, HeadMapError, check_fits, load_head_map, published_head_maps
+from act_eval.reference_maps import convert_reference_map
+
+SHAPE = dict(architecture="llama", num_layers=30, num_heads=9, num_kv_heads=3)
+
+
+def small_map(**kw) -> HeadMap:
+    args = dict(model="HuggingFaceTB/SmolLM2-135M-Instruct", heads={2: (0, 5), 7: (8,)}, name="t", **SHAPE)
+    args.update(kw)
+    return HeadMap(**args)
+
+
+def test_round_trip_keeps_content_and_hash(tmp_path: Path):
+    hm = small_map(provenance={"keep_rule": "x"})
+    path = hm.save(tmp_path / "m.json")
+    back = load_head_map(str(path))
+    assert back.heads == {2: (0, 5), 7: (8,)}
+    assert back.content_hash == hm.content_hash
+    assert json.loads(path.read_text())["content_hash"] == hm.content_hash
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_hash_changes_with_content_and_edited_files_are_refused(tmp_path: Path):
+    hm = small_map()
+    assert small_map(beta=0.5).content_hash != hm.content_hash
+    assert small_map(heads={2: (0,)}).content_hash != hm.content_hash
+    data = json.loads(hm.to_json())
+    data["heads"]["2"] = [0, 4]
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    with pytest.raises(HeadMapError, match="does not match the content"):
+        load_head_map(str(tmp_path / "edited.json"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(heads={30: (0,)}), "layer 30 is out of range"),
+        (dict(heads={3: (9,)}), "head 9 of layer 3 is out of range"),
+        (dict(heads={3: (1, 1)}), "lists a head twice"),
+        (dict(threshold=1.5), r"act_threshold must lie in \(0, 1\), got 1.5"),
+        (dict(threshold=0.0), r"act_threshold must lie in \(0, 1\), got 0.0"),
+        (dict(beta=-0.1), r"act_beta must lie in \[0, 1\], got -0.1"),
+        (dict(num_kv_heads=2), "not a multiple"),
+    ],
+)
+def test_invalid_maps_name_the_bad_entry(change, message):
+    with pytest.raises(HeadMapError, match=message):
+        small_map(**change)
+
+
+def test_maps_for_another_model_are_refused():
+    hm = small_map()
+    check_fits(hm, model_id="/root/.cache/x/SmolLM2-135M-Instruct", **SHAPE)
+    with pytest.raises(HeadMapError, match="num_heads is 9 but the loaded model has 4"):
+        check_fits(hm, model_id="x", **{**SHAPE, "num_heads": 4})
+    with pytest.raises(HeadMapError, match="architecture 'llama', but the loaded model is 'gpt2'"):
+        check_fits(hm, model_id="x", **{**SHAPE, "architecture": "gpt2"})
+    with pytest.raises(HeadMapError, match="made for model 'HuggingFaceTB/SmolLM2-135M-Instruct'"):
+        check_fits(hm, model_id="Qwen/Qwen2-0.5B", **SHAPE)
+    check_fits(hm, model_id="Qwen/Qwen2-0.5B", check_model=False, **SHAPE)
+
+
+def test_malformed_files_are_refused(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(HeadMapError, match="not valid JSON"):
+        load_head_map(str(bad))
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(HeadMapError, match="not an act-eval head map"):
+        load_head_map(str(bad))
+    data = json.loads(small_map().to_json())
+    del data["num_heads"], data["content_hash"]
+    bad.write_text(json.dumps(data))
+    with pytest.raises(HeadMapError, match="missing field"):
+        load_head_map(str(bad))
+    with pytest.raises(FileNotFoundError, match="neither a file nor a published map; published: .*llama-2-7b-chat"):
+        load_head_map("no-such-map")
+
+
+@pytest.mark.parametrize(
+    "name, heads, kv",
+    [
+        ("llama-2-7b-chat-hf.classification", 184, 32),
+        ("llama-2-7b-chat-hf.multiple_choice", 74, 32),
+        ("llama-2-7b-chat-hf.chat", 25, 32),
+        ("mistral-7b-instruct-v0.2.classification", 16, 8),
+        ("mistral-7b-instruct-v0.2.multiple_choice", 104, 8),
+    ],
+)
+def test_reference_maps_convert_exactly(data_dir: Path, name: str, heads: int, kv: int):
+    source = data_dir / "reference_head_maps" / f"{name}.json"
+    raw = json.loads(source.read_text())
+    hm = convert_reference_map(source)
+    assert hm.num_calibrated == heads
+    assert hm.num_kv_heads == kv
+    assert {str(k): list(v) for k, v in hm.heads.items()} == {k: sorted(v) for k, v in raw["heads"].items()}
+    assert (hm.threshold, hm.beta) == (raw["threshold"], raw["beta"])
+    # the committed file is exactly this conversion
+    published = load_head_map(name.replace("-hf", ""))
+    assert published.content_hash == hm.content_hash
+
+
+def test_every_published_map_loads():
+    maps = published_head_maps()
+    assert len(maps) >= 5
+    assert all(m.provenance for m in maps)
+
+
+def test_cli_lists_and_shows(capsys):
+    assert cli(["head-maps", "list"]) == 0
+    assert "mistral-7b-instruct-v0.2.classification" in capsys.readouterr().out
+    assert cli(["head-maps", "show", "mistral-7b-instruct-v0.2.classification"]) == 0
+    out = capsys.readouterr().out
+    assert "16 of 1024" in out and "layer  13" in out
+    assert cli(["head-maps", "show", "nope"]) == 2
+    assert "neither a file nor a published map" in capsys.readouterr().err
