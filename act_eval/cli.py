@@ -18,6 +18,8 @@ COMMANDS = [
     "models",
     "head_maps",
     "tasks",
+    "icl",
+    "compare",
 ]
 
 

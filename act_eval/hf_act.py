@@ -79,6 +79,7 @@ class HFActLM(HFLM):
                 raise HeadMapError(f"act_heads must be JSON like [[layer, head], ...], got {act_heads!r} ({err})") from None
 
         super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_across_cpu_processes()
 
         self.act: ActController = enable_act(
             self.model,
@@ -99,6 +100,17 @@ class HFActLM(HFLM):
             self.act.beta,
             ", reference sink rule" if reference else "",
         )
+
+    def _shard_across_cpu_processes(self) -> None:
+        """Make ``accelerate launch --cpu`` split documents across processes.
+
+        HFLM keeps the Accelerator of a multi-process launch but only shards the work when it
+        counts more than one GPU, so on CPU every process would evaluate every document.
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and self._world_size == 1 and accelerator.num_processes > 1:
+            self._rank = accelerator.local_process_index
+            self._world_size = accelerator.num_processes
 
     # lm-eval records these in results["config"]["model_args"] already; expose the hash too
     @property

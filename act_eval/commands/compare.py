@@ -1,0 +1,71 @@
+"""``act-eval compare BASELINE ACT [--icl RUNS...]``: paired significance of ACT against the baseline (and ICL)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_PLOT = "act_compare_forest.png"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare",
+        help="paired tests of ACT against the baseline (and k-shot ICL) from lm-eval --log_samples runs",
+        description=(
+            "Each RUN is an lm-eval --output_path directory written with --log_samples (OUT or OUT/<model>; "
+            "the newest run when it holds several) or one results_<date>.json file to pick a run."
+        ),
+    )
+    parser.add_argument("baseline", metavar="BASELINE", help="the baseline run")
+    parser.add_argument("act", metavar="ACT", help="the ACT run (same prompts as the baseline)")
+    parser.add_argument(
+        "--icl", nargs="+", metavar="RUN", help="k-shot runs, one per few-shot seed, or a directory from `act-eval icl run`"
+    )
+    parser.add_argument("--tasks", nargs="+", help="compare these tasks only (default: all, which must match)")
+    parser.add_argument("--metric", default="acc", help="per-document metric to compare (default: acc)")
+    parser.add_argument("--filter", dest="filter_name", help="lm-eval filter to read (default: the task's only one)")
+    parser.add_argument(
+        "--aggregation",
+        default="auto",
+        choices=("auto", "mean", "macro_f1", "f1", "mcc"),
+        help="how the metric aggregates over documents (default: from the run's task config)",
+    )
+    parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for verdicts (default: 0.05)")
+    parser.add_argument("--adjust", default="holm", choices=("holm", "bh", "none"), help="p-value adjustment across tasks")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap / permutation resamples (default: 10000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every resampling (default: 0)")
+    parser.add_argument("--format", default="markdown", choices=("markdown", "json", "csv"))
+    plot = parser.add_mutually_exclusive_group()
+    plot.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help=f"forest plot PNG (default: {DEFAULT_PLOT})")
+    plot.add_argument("--no-plot", action="store_true", help="do not write the forest plot")
+    parser.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from act_eval.compare import compare_runs, format_report
+    from act_eval.samples import load_icl_runs, load_run
+
+    report = compare_runs(
+        load_run(args.baseline),
+        load_run(args.act),
+        load_icl_runs(args.icl) if args.icl else (),
+        tasks=args.tasks,
+        metric=args.metric,
+        filter_name=args.filter_name,
+        aggregation=args.aggregation,
+        confidence=args.confidence,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        adjust=args.adjust,
+        alpha=args.alpha,
+    )
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(format_report(report, args.format), end="", flush=True)
+    if not args.no_plot:
+        from act_eval.plots import forest_plot
+
+        print(f"forest plot: {forest_plot(report, args.plot)}", file=sys.stderr)
+    return 0

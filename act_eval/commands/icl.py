@@ -1,0 +1,238 @@
+"""``act-eval icl run|show``: k-shot in-context learning over several few-shot seeds, as one arm.
+
+The paper reports k-shot ICL as the mean over 5 seeds of the demonstrations. ``run`` loads the
+model once and calls lm-eval's ``simple_evaluate`` once per seed (``fewshot_random_seed``; the
+other seeds keep lm-eval's defaults, as ``lm_eval --seed 0,1234,1234,S`` would), saving each run
+exactly as the lm-eval CLI does with ``--log_samples``::
+
+    OUT/icl.json                                  manifest: k, seeds, tasks, run files
+    OUT/seed_<S>/<model>/results_<date>.json      one lm-eval run per seed
+    OUT/seed_<S>/<model>/samples_<task>_<date>.jsonl
+
+``act-eval compare BASELINE ACT --icl OUT`` then treats them as one arm. Runs made otherwise
+(e.g. data-parallel ``accelerate launch -m lm_eval ... --seed 0,1234,1234,S --log_samples``, one
+output directory per seed) are read the same way: pass their directories to ``show`` or ``--icl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_eval.api.model import LM
+    from lm_eval.tasks import TaskManager
+
+    from act_eval.samples import Run
+
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("icl", help="k-shot in-context learning over several few-shot seeds")
+    action = parser.add_subparsers(dest="action", required=True)
+
+    run = action.add_parser("run", help="run tasks at k shots once per few-shot seed (lm-eval Python API)")
+    run.add_argument("--model", required=True, help="lm-eval model type, e.g. hf or hf-act")
+    run.add_argument("--model_args", default="", help="as for lm_eval: JSON or key=value,key=value")
+    run.add_argument("--tasks", required=True, help="comma-separated task or group names")
+    run.add_argument("--num_fewshot", "-k", type=int, default=4, help="demonstrations per prompt (default: 4)")
+    run.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="few-shot seeds (default: 0 1 2 3 4)")
+    run.add_argument("--output_path", required=True, help="directory for the per-seed runs and icl.json")
+    run.add_argument("--include_path", action="append", default=[], help="extra task directory (repeatable)")
+    run.add_argument(
+        "--no-builtin-tasks",
+        dest="builtin_tasks",
+        action="store_false",
+        help="index only act-eval's and --include_path tasks (skips lm-eval's ~6 s task indexing)",
+    )
+    run.add_argument("--limit", type=float, help="documents per task (testing only)")
+    run.add_argument("--batch_size", default=None)
+    run.add_argument("--device", default=None, help="e.g. cuda:0 or cpu (default: cuda if available)")
+    run.add_argument("--bootstrap_iters", type=int, default=100_000, help="lm-eval's stderr bootstrap (default as lm-eval)")
+    run.set_defaults(func=_run)
+
+    show = action.add_parser("show", help="per-seed values and mean ± std of ICL runs")
+    show.add_argument("runs", nargs="+", metavar="RUN", help="run paths, or a directory from `icl run`")
+    show.add_argument("--metric", default="acc")
+    show.add_argument("--filter", dest="filter_name")
+    show.set_defaults(func=_show)
+
+
+def run_icl(
+    model: str,
+    model_args: dict[str, Any],
+    tasks: Sequence[str],
+    num_fewshot: int,
+    seeds: Sequence[int],
+    output_path: str | Path,
+    *,
+    include_path: Sequence[str | Path] = (),
+    builtin_tasks: bool = True,
+    limit: float | None = None,
+    batch_size: int | str | None = None,
+    device: str | None = None,
+    bootstrap_iters: int = 100_000,
+) -> Path:
+    """Evaluate ``tasks`` at ``num_fewshot`` shots once per seed; return the ``icl.json`` manifest path."""
+    from lm_eval.api.registry import get_model
+    from lm_eval.tasks import TaskManager
+
+    from act_eval.paths import resource_dir
+    from act_eval.samples import ICL_MANIFEST
+
+    if num_fewshot < 1:
+        raise ValueError(f"ICL needs at least one demonstration, got --num_fewshot {num_fewshot}")
+    if len(set(seeds)) < 2 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"give at least two distinct few-shot seeds, got {list(seeds)}")
+    out = Path(output_path)
+    manifest = out / ICL_MANIFEST
+    if manifest.exists():
+        raise ValueError(f"{out} already holds an ICL run ({manifest}); choose a new --output_path")
+    paths = [str(p) for p in include_path]
+    if resource_dir("tasks").is_dir():
+        paths.insert(0, str(resource_dir("tasks")))
+    task_manager = TaskManager(include_path=paths or None, include_defaults=builtin_tasks, metadata=dict(model_args))
+    if device is None:
+        # HFLM's own default is "cuda" even without a GPU; the lm-eval CLI's "cuda:0" default ends
+        # in HFLM's auto-detection instead. Do that detection here.
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    lm = get_model(model).create_from_arg_obj(dict(model_args), {"batch_size": batch_size, "device": device})
+    runs: list[str] = []
+    for seed in seeds:
+        written = evaluate_and_save(
+            lm,
+            model_args,
+            tasks,
+            out / f"seed_{seed}",
+            task_manager=task_manager,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            fewshot_random_seed=seed,
+            bootstrap_iters=bootstrap_iters,
+        )
+        results = json.loads(written.read_text(encoding="utf-8"))
+        zero_shot = [t for t in results["configs"] if results["n-shot"].get(t) == 0]
+        if zero_shot:
+            raise ValueError(f"task(s) {', '.join(zero_shot)} fix num_fewshot: 0 in their config; they cannot run as ICL")
+        runs.append(str(written.relative_to(out)))
+    manifest.write_text(
+        json.dumps(
+            {"num_fewshot": num_fewshot, "seeds": list(seeds), "tasks": list(tasks), "model": model, "runs": runs},
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return manifest
+
+
+def evaluate_and_save(
+    model: str | LM,
+    model_args: dict[str, Any],
+    tasks: Sequence[str],
+    output_path: str | Path,
+    *,
+    task_manager: TaskManager,
+    **evaluate_kwargs: Any,
+) -> Path:
+    """One ``simple_evaluate`` call saved as ``lm_eval --output_path OUT --log_samples`` saves it; returns the results file.
+
+    ``model`` is an lm-eval model name or an already loaded LM (then ``model_args`` only names
+    the output directory, as lm-eval's tracker takes the name from ``pretrained=``).
+    """
+    from lm_eval import evaluator
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(output_path))
+    results = evaluator.simple_evaluate(
+        model=model,
+        model_args=dict(model_args),
+        tasks=list(tasks),
+        log_samples=True,
+        evaluation_tracker=tracker,
+        task_manager=task_manager,
+        **evaluate_kwargs,
+    )
+    samples = results.pop("samples")
+    # as lm-eval's CLI (_cli/run.py): aggregated results first (this sets the date id), then samples
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    model_dir = str(tracker.general_config_tracker.model_name_sanitized)
+    written = Path(output_path) / model_dir / f"results_{getattr(tracker, 'date_id', '')}.json"
+    if not written.is_file():
+        raise FileNotFoundError(f"lm-eval did not write {written} (see its log above)")
+    return written
+
+
+def icl_summary(paths: Sequence[str | Path], metric: str = "acc", filter_name: str | None = None) -> str:
+    """A markdown table: per task, k, each seed's value and the mean ± std over seeds (points)."""
+    import numpy as np
+
+    from act_eval.samples import load_icl_runs, select_tasks
+
+    runs = load_icl_runs(paths)
+    tasks = select_tasks({"icl": runs})
+    seeds = [run.fewshot_seed for run in runs]
+    lines = [
+        f"| task | k | {' | '.join(f'seed {s}' for s in seeds)} | mean ± std |",
+        "|---|--:|" + "--:|" * len(seeds) + "---|",
+    ]
+    for task in tasks:
+        values = []
+        for run in runs:
+            value = run.reported(task, metric, filter_name or _only_filter(run, task, metric))
+            if value is None:
+                raise ValueError(f"{run} reports no {metric} under filter {filter_name!r} for {task}")
+            values.append(100 * value)
+        cells = " | ".join(f"{v:.1f}" for v in values)
+        lines.append(
+            f"| {task} | {runs[0].n_shot(task)} | {cells} | {np.mean(values):.1f} ± {np.std(values, ddof=1):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _only_filter(run: Run, task: str, metric: str) -> str:
+    filters = run.reported_filters(task, metric)
+    if not filters:
+        raise ValueError(f"{run} reports no {metric} for {task}")
+    if len(filters) > 1:
+        raise ValueError(f"{task}: {metric} is reported under several filters ({', '.join(filters)}); pick one with --filter")
+    return filters[0]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lm_eval._cli.utils import key_val_to_dict, try_parse_json
+
+    parsed = try_parse_json(args.model_args) if args.model_args else {}
+    model_args = parsed if isinstance(parsed, dict) else key_val_to_dict(parsed)
+    manifest = run_icl(
+        args.model,
+        model_args,
+        [t for item in args.tasks.split(",") if (t := item.strip())],
+        args.num_fewshot,
+        args.seeds,
+        args.output_path,
+        include_path=args.include_path,
+        builtin_tasks=args.builtin_tasks,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        bootstrap_iters=args.bootstrap_iters,
+    )
+    print(f"ICL runs: {manifest.parent} (pass it to `act-eval compare ... --icl`)")
+    print(icl_summary([manifest.parent]), end="")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    print(icl_summary(args.runs, args.metric, args.filter_name), end="")
+    return 0

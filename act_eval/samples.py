@@ -1,0 +1,322 @@
+"""Reading lm-eval runs written with ``--log_samples``: the one place that parses that output.
+
+lm-eval 0.4.13 (``loggers/evaluation_tracker.py``) writes, for ``--output_path OUT``::
+
+    OUT/<model_name_sanitized>/results_<date>.json
+    OUT/<model_name_sanitized>/samples_<task>_<date>.jsonl     (one per task, same <date>)
+
+where ``<date>`` is ``datetime.now().isoformat()`` with ``:`` replaced by ``-`` (it sorts as
+text). Running again into the same OUT adds another ``results_<date>.json`` beside the first, so
+a directory can hold several runs. Each samples line holds one document under one filter:
+``doc_id``, ``filter``, ``doc_hash`` (the document), ``prompt_hash`` (the first request's
+context: changes with the prompt template and the few-shot examples), ``target_hash`` and one
+key per metric with that document's value (a number, or ``[gold, pred]`` for corpus-level
+metrics such as F1). Under data parallelism the lines come rank by rank, so documents are paired
+by ``doc_id`` here and line order never matters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ICL_MANIFEST = "icl.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One lm-eval invocation: its ``results_<date>.json`` and the samples files written with it."""
+
+    results_path: Path
+    results: dict[str, Any]
+    other_runs: tuple[Path, ...] = ()  # other results files in the same directory, not chosen
+
+    @property
+    def date_id(self) -> str:
+        return self.results_path.stem.rsplit("_", 1)[-1]
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks with per-document samples (groups have none)."""
+        return sorted(self.results.get("configs", {}))
+
+    def n_shot(self, task: str) -> int | None:
+        return self.results.get("n-shot", {}).get(task)
+
+    @property
+    def fewshot_seed(self) -> int | None:
+        return self.results.get("config", {}).get("fewshot_seed")
+
+    def samples_path(self, task: str) -> Path:
+        return self.results_path.parent / f"samples_{task}_{self.date_id}.jsonl"
+
+    def reported(self, task: str, metric: str, filter_name: str) -> float | None:
+        """The value lm-eval reported in the results file, or None if it has none."""
+        value = self.results.get("results", {}).get(task, {}).get(f"{metric},{filter_name}")
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def reported_filters(self, task: str, metric: str) -> list[str]:
+        """The filters under which the results file reports ``metric`` for ``task``."""
+        keys = self.results.get("results", {}).get(task, {})
+        return [k.split(",", 1)[1] for k in keys if k.startswith(f"{metric},")]
+
+    def metric_config(self, task: str, metric: str) -> dict[str, Any]:
+        """The task config's ``metric_list`` entry for ``metric`` (empty if not listed)."""
+        for entry in self.results.get("configs", {}).get(task, {}).get("metric_list", []) or []:
+            if entry.get("metric") == metric:
+                return entry
+        return {}
+
+    def higher_is_better(self, task: str, metric: str) -> bool:
+        return bool(self.results.get("higher_is_better", {}).get(task, {}).get(metric, True))
+
+    def __str__(self) -> str:
+        return str(self.results_path)
+
+
+@dataclass(frozen=True)
+class TaskSamples:
+    """One task's logged documents under one filter, ordered by ``doc_id``."""
+
+    run: Run
+    task: str
+    filter: str
+    doc_ids: tuple[int, ...]
+    doc_hashes: tuple[str, ...]
+    prompt_hashes: tuple[str, ...]
+    target_hashes: tuple[str, ...]
+    metrics: dict[str, list[Any]] = field(repr=False)
+
+    def values(self, metric: str) -> np.ndarray:
+        """Per-document values of ``metric``: floats ``(n,)`` or integer ``(gold, pred)`` pairs ``(n, 2)``."""
+        if metric not in self.metrics:
+            raise ValueError(
+                f"{self.task}: no per-document metric {metric!r} in {self.run.samples_path(self.task)}; "
+                f"it has {', '.join(sorted(self.metrics)) or 'none'}"
+            )
+        raw = self.metrics[metric]
+        if all(_is_number(v) for v in raw):
+            return np.asarray(raw, dtype=float)
+        if all(isinstance(v, list) and len(v) == 2 and all(_is_integer(x) for x in v) for v in raw):
+            return np.asarray(raw, dtype=np.int64)
+        example = next(v for v in raw if not _is_number(v))
+        raise ValueError(
+            f"{self.task}: metric {metric!r} has per-document values like {example!r}; act-eval "
+            "resamples numbers or integer [gold, pred] pairs only"
+        )
+
+
+def find_results(path: str | Path) -> list[Path]:
+    """The ``results_*.json`` files a path points at, oldest first.
+
+    ``path`` may be a results file, the ``OUT/<model>`` directory, or ``OUT`` itself when it
+    holds exactly one model directory.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".json" or path.name.startswith("samples_"):
+            raise ValueError(f"{path} is not an lm-eval results file: pass results_<date>.json or its directory")
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such run: {path}")
+    here = _results_in(path)
+    if here:
+        return here
+    models = sorted(p for p in path.iterdir() if p.is_dir() and _results_in(p))
+    if len(models) == 1:
+        return _results_in(models[0])
+    if len(models) > 1:
+        names = ", ".join(str(p) for p in models)
+        raise ValueError(f"{path} holds runs of several models ({names}): pass one of them")
+    raise FileNotFoundError(
+        f"no lm-eval results_*.json under {path} (expected OUT/<model>/results_<date>.json from "
+        "lm-eval --output_path OUT --log_samples)"
+    )
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run; from a directory with several runs the newest, unless a results file is named."""
+    found = find_results(path)
+    chosen = found[-1]
+    try:
+        results = json.loads(chosen.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{chosen} is not valid JSON: {err}") from None
+    if not isinstance(results, dict) or "results" not in results:
+        raise ValueError(f"{chosen} is not an lm-eval results file (no 'results' key)")
+    return Run(chosen, results, tuple(found[:-1]))
+
+
+def load_icl_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The runs of one ICL arm: several run paths, or a directory written by ``act-eval icl run``.
+
+    Refuses fewer than two runs, the same run twice, zero-shot runs, runs at different shot
+    counts, and two runs with the same few-shot seed.
+    """
+    runs: list[Run] = []
+    for path in paths:
+        manifest = Path(path) / ICL_MANIFEST
+        if manifest.is_file():
+            listed = json.loads(manifest.read_text(encoding="utf-8"))["runs"]
+            runs.extend(load_run(Path(path) / rel) for rel in listed)
+        else:
+            runs.append(load_run(path))
+    if len(runs) < 2:
+        raise ValueError("the ICL arm needs runs for at least two few-shot seeds")
+    seen: dict[Path, Run] = {}
+    for run in runs:
+        key = run.results_path.resolve()
+        if key in seen:
+            raise ValueError(f"ICL run {run} is given twice")
+        seen[key] = run
+    seeds: dict[Any, Run] = {}
+    for run in runs:
+        if run.fewshot_seed in seeds:
+            raise ValueError(
+                f"ICL runs {seeds[run.fewshot_seed]} and {run} both used few-shot seed "
+                f"{run.fewshot_seed}: the seeds must differ"
+            )
+        seeds[run.fewshot_seed] = run
+    for task in sorted(set().union(*(r.tasks for r in runs))):
+        shots = {run.n_shot(task) for run in runs if task in run.tasks}
+        if len(shots) > 1:
+            raise ValueError(f"ICL runs of {task} differ in shot count: {sorted(shots, key=str)}")
+        if shots == {0}:
+            raise ValueError(f"ICL runs of {task} are zero-shot (n-shot 0): run them with --num_fewshot k")
+    return runs
+
+
+def select_tasks(runs: dict[str, Run | Sequence[Run]], tasks: Sequence[str] | None = None) -> list[str]:
+    """The tasks to compare: ``tasks`` if given (each must be in every run), else every run's tasks, which must agree."""
+    flat = [(name, run) for name, group in runs.items() for run in (group if isinstance(group, Sequence) else [group])]
+    if tasks:
+        for name, run in flat:
+            missing = [t for t in tasks if t not in run.tasks]
+            if missing:
+                raise ValueError(
+                    f"{name} run {run} has no samples for task(s) {', '.join(missing)}; it has {', '.join(run.tasks) or 'none'}"
+                )
+        return list(dict.fromkeys(tasks))
+    reference_name, reference = flat[0]
+    for name, run in flat[1:]:
+        if set(run.tasks) != set(reference.tasks):
+            only_ref = sorted(set(reference.tasks) - set(run.tasks))
+            only_run = sorted(set(run.tasks) - set(reference.tasks))
+            raise ValueError(
+                f"runs cover different tasks: only in {reference_name} ({reference}): {', '.join(only_ref) or '-'}; "
+                f"only in {name} ({run}): {', '.join(only_run) or '-'}; pass --tasks to compare the shared ones"
+            )
+    if not reference.tasks:
+        raise ValueError(f"{reference_name} run {reference} has no tasks with samples")
+    return reference.tasks
+
+
+def read_task_samples(run: Run, task: str, filter_name: str | None = None) -> TaskSamples:
+    """Read one task's samples file, keyed by ``doc_id`` (line order is irrelevant).
+
+    ``filter_name=None`` takes the task's only filter and refuses when there are several.
+    """
+    path = run.samples_path(task)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no samples for task {task} next to {run.results_path} (expected {path.name}): "
+            "run lm-eval with --log_samples"
+        )
+    lines: dict[str, list[dict[str, Any]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{number} is not valid JSON (a truncated run?)") from None
+            lines.setdefault(record.get("filter", "none"), []).append(record)
+    if not lines:
+        raise ValueError(f"{path} holds no documents")
+    if filter_name is None:
+        if len(lines) > 1:
+            raise ValueError(f"{task} has several filters ({', '.join(sorted(lines))}): pick one with --filter")
+        filter_name = next(iter(lines))
+    elif filter_name not in lines:
+        raise ValueError(f"{task} has no filter {filter_name!r} in {path}; it has {', '.join(sorted(lines))}")
+    records = lines[filter_name]
+    by_id: dict[int, dict[str, Any]] = {}
+    for record in records:
+        doc_id = int(record["doc_id"])
+        if doc_id in by_id:
+            raise ValueError(f"{path}: doc_id {doc_id} appears twice under filter {filter_name!r}")
+        by_id[doc_id] = record
+    ordered = [by_id[i] for i in sorted(by_id)]
+    names = ordered[0].get("metrics") or []
+    return TaskSamples(
+        run=run,
+        task=task,
+        filter=filter_name,
+        doc_ids=tuple(sorted(by_id)),
+        doc_hashes=tuple(r["doc_hash"] for r in ordered),
+        prompt_hashes=tuple(r["prompt_hash"] for r in ordered),
+        target_hashes=tuple(r["target_hash"] for r in ordered),
+        metrics={m: [r.get(m) for r in ordered] for m in names},
+    )
+
+
+def check_paired(a: TaskSamples, b: TaskSamples, *, names: tuple[str, str], same_prompt: bool) -> None:
+    """Refuse to pair two runs of a task unless they scored the same documents (and prompts).
+
+    ``same_prompt`` is for arms that must see identical inputs (baseline vs ACT); a few-shot arm
+    against a zero-shot one legitimately differs in prompt and is checked on documents only.
+    """
+    label_a, label_b = f"{names[0]} ({a.run})", f"{names[1]} ({b.run})"
+    if a.task != b.task:
+        raise ValueError(f"cannot pair different tasks: {a.task} in {label_a} with {b.task} in {label_b}")
+    task = a.task
+    if a.doc_ids != b.doc_ids:
+        only_a = sorted(set(a.doc_ids) - set(b.doc_ids))
+        only_b = sorted(set(b.doc_ids) - set(a.doc_ids))
+        raise ValueError(
+            f"{task}: the runs scored different documents: {len(a.doc_ids)} in {label_a}, "
+            f"{len(b.doc_ids)} in {label_b}; {len(only_a)} doc_ids only in {names[0]}{_examples(only_a)}, "
+            f"{len(only_b)} only in {names[1]}{_examples(only_b)} (same --limit/--samples needed)"
+        )
+    for attr, what in (("doc_hashes", "document content (doc_hash)"), ("target_hashes", "target (target_hash)")):
+        bad = [i for i, x, y in zip(a.doc_ids, getattr(a, attr), getattr(b, attr)) if x != y]
+        if bad:
+            raise ValueError(
+                f"{task}: {len(bad)} of {len(a.doc_ids)} documents differ in {what} between {label_a} "
+                f"and {label_b}{_examples(bad)}: the runs read different data"
+            )
+    if same_prompt:
+        bad = [i for i, x, y in zip(a.doc_ids, a.prompt_hashes, b.prompt_hashes) if x != y]
+        if bad:
+            raise ValueError(
+                f"{task}: {len(bad)} of {len(a.doc_ids)} prompts differ (prompt_hash) between {label_a} "
+                f"and {label_b}{_examples(bad)}; n-shot {a.run.n_shot(task)} vs {b.run.n_shot(task)}: "
+                "these arms must see identical prompts"
+            )
+
+
+def _results_in(directory: Path) -> list[Path]:
+    # the date suffix is ISO 8601 with '-' for ':', so text order is time order (as lm-eval's
+    # own get_latest_filename assumes)
+    return sorted(directory.glob("results_*.json"), key=lambda p: p.stem.rsplit("_", 1)[-1])
+
+
+def _examples(ids: Sequence[int]) -> str:
+    if not ids:
+        return ""
+    shown = ", ".join(str(i) for i in ids[:5])
+    return f" (doc_id {shown}{', ...' if len(ids) > 5 else ''})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))  # bool included: lm-eval may log a metric as True/False
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
