@@ -60,6 +60,9 @@ class ActHeads:
     reference_drop_first: bool
     prompt_rows: PromptRows
     calls: int = 0  # forward calls seen (the probe checks the function really runs)
+    # [B, h]: which selected heads each batch row calibrates (None: all). The head search uses it
+    # to try one head per row, every head of a layer in one batch.
+    row_heads: Tensor | None = None
     _index: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
     _sinks: Tensor | None = field(default=None, repr=False)  # [B, h, K at prefill]
     _seen: int = 0  # tokens of the current sequence seen so far
@@ -69,6 +72,15 @@ class ActHeads:
         if device not in self._index:
             self._index[device] = torch.tensor(self.heads, dtype=torch.long, device=device)
         return self._index[device]
+
+    def resume(self, sinks: Tensor, seen: int) -> None:
+        """Continue a sequence whose first ``seen`` tokens were run elsewhere, with their sink set."""
+        self._sinks, self._seen = sinks, seen
+
+    @property
+    def last_sinks(self) -> Tensor | None:
+        """The sink set ``[B, h, K]`` found at the start of the current sequence."""
+        return self._sinks
 
     def sinks_for(self, probs: Tensor, allowed: Tensor, q_len: int, kv_len: int) -> Tensor:
         """The sink set for this call: found afresh when a sequence starts, else the stored one."""
@@ -173,7 +185,10 @@ def act_attention_forward(
     probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, _additive(attention_mask, kv_len))
     if state is not None:
         chosen = probs[:, selected]
-        probs[:, selected] = redistribute(chosen, state.sinks_for(chosen, allowed, q_len, kv_len), state.beta)
+        calibrated = redistribute(chosen, state.sinks_for(chosen, allowed, q_len, kv_len), state.beta)
+        if state.row_heads is not None:
+            calibrated = torch.where(state.row_heads.to(probs.device)[:, :, None, None], calibrated, chosen)
+        probs[:, selected] = calibrated
     heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
     out[:, :, eager_heads] = heads_out.transpose(1, 2).to(out.dtype)
     return out, None

@@ -157,7 +157,9 @@ class HeadMap:
                 marks = "".join("#" if h in heads else "." for h in range(self.num_heads))
                 lines.append(f"  layer {layer:3d}  {marks}  {list(heads)}")
         if self.provenance:
-            lines.append("provenance:    " + json.dumps(self.provenance, indent=2).replace("\n", "\n               "))
+            # per-head statistics and trajectories are long: `show --json` prints them
+            brief = {k: v for k, v in self.provenance.items() if k not in ("head_stats", "greedy", "screened_heads")}
+            lines.append("provenance:    " + json.dumps(brief, indent=2).replace("\n", "\n               "))
         return "\n".join(lines)
 
 

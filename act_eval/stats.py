@@ -156,6 +156,15 @@ def mcnemar(a: ArrayLike, b: ArrayLike, *, exact_below: int = EXACT_MCNEMAR_BELO
 # ----------------------------------------------------------------------------- Wilson
 
 
+def sign_test_greater(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(at least ``wins`` of the discordant pairs favour the treatment by chance)."""
+    if wins < 0 or losses < 0:
+        raise ValueError(f"wins and losses must be non-negative, got {wins} and {losses}")
+    if wins + losses == 0:
+        return 1.0
+    return float(_sps.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (good coverage even for small n or p near 0/1)."""
     _check_confidence(confidence)

@@ -1,0 +1,324 @@
+"""Head search engine: the effect of calibrating each (layer, head) alone, on held-out examples.
+
+The naive procedure runs the whole model once per head per example. This one gets the same
+numbers with far less work, using only what calibration provably leaves alone:
+
+* one plain pass per example records every decoder layer's output and every layer's keys and
+  values; one pass with every head "calibrated" at beta = 1 (which changes nothing) records the
+  sink set of every head;
+* a head whose sink set is empty for an example cannot change it: no forward pass at all;
+* the other heads of a layer run together, one head per batch row (``ActHeads.row_heads``),
+  starting at that layer from the recorded hidden states (the layers below are unchanged);
+* query rows before the first sink are unchanged in every later layer (causal attention), so
+  the pass starts at the first sink, reusing the recorded keys and values of earlier rows;
+* only the positions whose log-probabilities are scored go through the LM head.
+
+:func:`naive_head_results` is the reference (lm-eval's way: full model, all logits) that tests
+and ``benchmarks/bench_search.py`` compare against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from act_eval.attention import ActHeads, PromptRows, attention_modules, model_shape
+from act_eval.search_data import Example
+
+
+@dataclass
+class Settings:
+    threshold: float = 0.1
+    beta: float = 0.4
+    reference_drop_first: bool = False
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The decoder layer that holds each attention module, in layer order."""
+    attn = attention_modules(model)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == len(attn):
+            if all(any(sub is a for sub in layer.modules()) for layer, a in zip(module, attn)):
+                return list(module)
+    raise ValueError("could not find the decoder layers of this model")
+
+
+def pad_rows(rows: tuple[tuple[int, ...], ...], device: torch.device) -> Tensor:
+    """Right-pad with token 0, as lm-eval does for loglikelihood batches."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
+
+
+def choice_logliks(log_probs: Tensor, example: Example, width: int) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens; ``log_probs`` holds the last positions of each row."""
+    kept = log_probs.shape[1]
+    values = []
+    for row, tokens in example.choices:
+        start = example.prompt_len - 1 - (width - kept)
+        idx = torch.arange(start, start + len(tokens), device=log_probs.device)
+        tok = torch.tensor(tokens, device=log_probs.device)
+        values.append(float(log_probs[row, idx, tok].sum()))
+    return values
+
+
+def is_correct(logliks: list[float], gold: int) -> bool:
+    """lm-eval's acc: the highest log-likelihood (first on ties) is the gold choice."""
+    return max(range(len(logliks)), key=lambda i: (logliks[i], -i)) == gold
+
+
+def _kept(example: Example) -> int:
+    """How many last positions of each row are scored."""
+    width = max(len(r) for r in example.rows)
+    return width - example.prompt_len + 1
+
+
+def _sliding_limit(model: nn.Module) -> int | None:
+    """Longest input whose keys a sliding-window cache keeps in full (None: no sliding layers)."""
+    config = model.config.get_text_config()
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None) or []
+    if window and (any("sliding" in t for t in types) or config.model_type in ("mistral", "qwen2")):
+        return window - 1
+    return None
+
+
+@dataclass
+class _Recorded:
+    """What the two passes over one example leave for the per-head passes."""
+
+    x: Tensor
+    correct: bool
+    logliks: list[float]
+    outputs: list  # per decoder layer: its output (tensor or tuple)
+    keys: list[Tensor]
+    values: list[Tensor]
+    sinks: list[Tensor]  # per layer: [R, H, W] bool
+
+
+class HeadSearch:
+    """Scores every head of ``model`` on ``examples`` (one example at a time, all heads of a layer per pass)."""
+
+    def __init__(self, model: nn.Module, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+        self.shape = model_shape(model)
+        self.modules = attention_modules(model)
+        self.layers = decoder_layers(model)
+        self.rows = PromptRows()
+        self.device = next(model.parameters()).device
+        self.sliding_limit = _sliding_limit(model)
+        if model.config._attn_implementation != "act":
+            raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
+
+    def _state(self, heads: list[int], beta: float) -> ActHeads:
+        s = self.settings
+        return ActHeads(heads, s.threshold, beta, s.reference_drop_first, self.rows)
+
+    @contextlib.contextmanager
+    def _calibrating(self, layer_states: dict[int, ActHeads]) -> Iterator[None]:
+        for layer, state in layer_states.items():
+            self.modules[layer].act = state
+        try:
+            yield
+        finally:
+            for layer in layer_states:
+                del self.modules[layer].act
+
+    def record(self, example: Example) -> _Recorded:
+        """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
+        x = pad_rows(example.rows, self.device)
+        outputs: list = [None] * len(self.layers)
+        hooks = [
+            layer.register_forward_hook(lambda mod, args, out, i=i: outputs.__setitem__(i, out))
+            for i, layer in enumerate(self.layers)
+        ]
+        lengths = [example.prompt_len] * x.shape[0]
+        try:
+            with torch.no_grad(), self.rows.set(lengths):
+                out = self.model(x, use_cache=True, logits_to_keep=_kept(example))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        logliks = choice_logliks(torch.log_softmax(out.logits.float(), -1), example, x.shape[1])
+        cache = out.past_key_values
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        every = list(range(self.shape["num_heads"]))
+        states = {layer: self._state(every, 1.0) for layer in range(len(self.modules))}
+        with torch.no_grad(), self.rows.set(lengths), self._calibrating(states):
+            self.model(x, use_cache=False, logits_to_keep=1)
+            sinks = [states[layer].last_sinks for layer in range(len(self.modules))]
+        return _Recorded(x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
+
+    @contextlib.contextmanager
+    def _skip_below(self, layer: int, output) -> Iterator[None]:
+        """Layers below ``layer`` return the recorded output instead of computing it."""
+        for below in self.layers[:layer]:
+            below.forward = lambda *args, **kwargs: output
+        try:
+            yield
+        finally:
+            for below in self.layers[:layer]:
+                del below.forward
+
+    def layer_results(self, example: Example, rec: _Recorded, layer: int) -> dict[int, list[float]]:
+        """Log-likelihoods of every choice with each head of ``layer`` calibrated alone."""
+        heads = self.shape["num_heads"]
+        sinks = rec.sinks[layer]  # [R, H, W]
+        active = [h for h in range(heads) if bool(sinks[0, h].any())]
+        results = {h: rec.logliks for h in range(heads) if h not in active}
+        if not active:
+            return results
+        rows, width = rec.x.shape
+        start = min(int(sinks[0, h].nonzero()[0]) for h in active)
+        if self.sliding_limit is not None and width > self.sliding_limit:
+            start = 0  # a sliding-window cache would not hold the whole prefix
+        n = len(active)
+        state = self._state(active, self.settings.beta)
+        row_heads = torch.zeros(rows * n, n, dtype=torch.bool, device=self.device)
+        for a in range(n):
+            row_heads[a * rows : (a + 1) * rows, a] = True
+        state.row_heads = row_heads
+        x = rec.x.repeat(n, 1)
+        cache = None
+        if start > 0:
+            from transformers import DynamicCache
+
+            state.resume(sinks[:, active].repeat(n, 1, 1), seen=start)
+            prefix = [(k[:, :, :start].repeat(n, 1, 1, 1), v[:, :, :start].repeat(n, 1, 1, 1)) for k, v in zip(rec.keys, rec.values)]
+            cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)
+        below = None
+        if layer > 0:
+            out = rec.outputs[layer - 1]
+            hidden = out[0] if isinstance(out, tuple) else out
+            hidden = hidden[:, start:].repeat(n, 1, 1)
+            below = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
+        skip = self._skip_below(layer, below) if layer > 0 else contextlib.nullcontext()
+        lengths = [example.prompt_len] * (rows * n)
+        with torch.no_grad(), self.rows.set(lengths), self._calibrating({layer: state}), skip:
+            out = self.model(x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example))
+        log_probs = torch.log_softmax(out.logits.float(), -1)
+        for a, h in enumerate(active):
+            results[h] = choice_logliks(log_probs[a * rows : (a + 1) * rows], example, width)
+        return results
+
+
+def naive_head_results(model: nn.Module, example: Example, layer: int, settings: Settings) -> dict[int, list[float]]:
+    """The reference: calibrate one head, run the whole model on every row, score from all logits."""
+    rows = PromptRows()
+    module = attention_modules(model)[layer]
+    x = pad_rows(example.rows, next(model.parameters()).device)
+    results = {}
+    for head in range(model_shape(model)["num_heads"]):
+        module.act = ActHeads([head], settings.threshold, settings.beta, settings.reference_drop_first, rows)
+        try:
+            with torch.no_grad(), rows.set([example.prompt_len] * x.shape[0]):
+                logits = model(x, use_cache=False).logits
+        finally:
+            del module.act
+        results[head] = choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1])
+    return results
+
+
+def score_heads(
+    model: nn.Module,
+    examples: list[Example],
+    settings: Settings,
+    checkpoint: "Checkpoint | None" = None,
+    layers: list[int] | None = None,
+    progress: bool = True,
+) -> dict[tuple[int, int], list[bool]]:
+    """Per (layer, head), whether each example is right with that head calibrated alone.
+
+    Baseline correctness is under the key ``(-1, -1)``. Layers done in ``checkpoint`` are read
+    back, never recomputed; each finished layer is written before the next starts.
+    """
+    from tqdm.auto import tqdm
+
+    search = HeadSearch(model, settings)
+    layers = list(range(search.shape["num_layers"])) if layers is None else layers
+    done = checkpoint.load_layers() if checkpoint else {}
+    todo = [layer for layer in layers if layer not in done]
+    results: dict[tuple[int, int], list[bool]] = {}
+    recorded: list[_Recorded] = []
+    if todo:
+        for example in tqdm(examples, desc="baseline passes", disable=not progress):
+            recorded.append(search.record(example))
+        results[(-1, -1)] = [rec.correct for rec in recorded]
+        if checkpoint:
+            checkpoint.save_baseline(results[(-1, -1)])
+    bar = tqdm(total=len(todo) * len(examples), desc="scoring heads", disable=not progress)
+    for layer in layers:
+        if layer in done:
+            per_head = done[layer]
+        else:
+            per_head = {h: [] for h in range(search.shape["num_heads"])}
+            for example, rec in zip(examples, recorded):
+                for head, logliks in search.layer_results(example, rec, layer).items():
+                    per_head[head].append(is_correct(logliks, example.gold))
+                bar.update(1)
+            if checkpoint:
+                checkpoint.save_layer(layer, per_head)
+        for head, correct in per_head.items():
+            results[(layer, head)] = correct
+    bar.close()
+    if (-1, -1) not in results and checkpoint:
+        results[(-1, -1)] = checkpoint.load_baseline()
+    return results
+
+
+def map_correct(model: nn.Module, heads: dict[int, list[int]], examples: list[Example], settings: Settings) -> list[bool]:
+    """Per example, whether it is right with every head of ``heads`` calibrated together."""
+    search = HeadSearch(model, settings)
+    states = {layer: search._state(sorted(hs), settings.beta) for layer, hs in heads.items() if hs}
+    out = []
+    with search._calibrating(states):
+        for example in examples:
+            x = pad_rows(example.rows, search.device)
+            with torch.no_grad(), search.rows.set([example.prompt_len] * x.shape[0]):
+                logits = model(x, use_cache=False, logits_to_keep=_kept(example)).logits
+            out.append(is_correct(choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1]), example.gold))
+    return out
+
+
+class Checkpoint:
+    """One JSON file per finished layer, under a directory tied to the search's exact inputs."""
+
+    def __init__(self, directory, digest: str) -> None:
+        import json
+        from pathlib import Path
+
+        from act_eval.head_map import atomic_write_text
+
+        self.dir = Path(directory)
+        self._json, self._write = json, atomic_write_text
+        meta = self.dir / "meta.json"
+        if meta.is_file():
+            stored = json.loads(meta.read_text()).get("digest")
+            if stored != digest:
+                raise ValueError(
+                    f"checkpoint {self.dir} belongs to a search with other inputs (model, examples or settings); "
+                    "delete it or pass --restart"
+                )
+        else:
+            self._write(meta, json.dumps({"digest": digest}))
+
+    def load_layers(self) -> dict[int, dict[int, list[bool]]]:
+        out = {}
+        for path in sorted(self.dir.glob("layer_*.json")):
+            data = self._json.loads(path.read_text())
+            out[int(data["layer"])] = {int(h): v for h, v in data["heads"].items()}
+        return out
+
+    def save_layer(self, layer: int, per_head: dict[int, list[bool]]) -> None:
+        self._write(self.dir / f"layer_{layer:03d}.json", self._json.dumps({"layer": layer, "heads": per_head}))
+
+    def save_baseline(self, correct: list[bool]) -> None:
+        self._write(self.dir / "baseline.json", self._json.dumps(correct))
+
+    def load_baseline(self) -> list[bool]:
+        return self._json.loads((self.dir / "baseline.json").read_text())
