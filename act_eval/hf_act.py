@@ -19,7 +19,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from act_eval.attention import ActController, enable_act
-from act_eval.head_map import HeadMap, HeadMapError, check_beta, check_threshold
+from act_eval.head_map import HeadMapError, check_beta, check_threshold
 from act_eval.models import model_identity, resolve_pretrained
 
 log = logging.getLogger(__name__)
@@ -91,30 +91,24 @@ class HFActLM(HFLM):
             check_model=check_model,
         )
         self._act_windows: dict[int, dict[tuple[int, ...], int]] = {}
-        hm: HeadMap = self.act.head_map
-        log.info(
-            "hf-act: %d calibrated heads (%s), threshold=%g, beta=%g%s",
-            hm.num_calibrated,
-            hm.name or hm.source or "inline",
-            self.act.threshold,
-            self.act.beta,
-            ", reference sink rule" if reference else "",
-        )
+        log.info("hf-act: %s%s", self.act_config, " (reference sink rule)" if reference else "")
 
     def _shard_across_cpu_processes(self) -> None:
-        """Make ``accelerate launch --cpu`` split documents across processes.
+        """Make a multi-process CPU launch split the documents across processes.
 
-        HFLM keeps the Accelerator of a multi-process launch but only shards the work when it
-        counts more than one GPU, so on CPU every process would evaluate every document.
+        (``ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m lm_eval ...``; ``accelerate
+        launch --cpu`` starts a single process.) HFLM keeps the Accelerator of a multi-process
+        launch but shards the work only when it counts more than one GPU, so on CPU every
+        process would evaluate every document.
         """
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None and self._world_size == 1 and accelerator.num_processes > 1:
             self._rank = accelerator.local_process_index
             self._world_size = accelerator.num_processes
 
-    # lm-eval records these in results["config"]["model_args"] already; expose the hash too
     @property
     def act_config(self) -> dict[str, Any]:
+        """The calibration in force, with the head map's content hash that results should cite."""
         hm = self.act.head_map
         return {
             "head_map": hm.name or hm.source or "inline",
