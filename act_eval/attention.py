@@ -107,7 +107,7 @@ class ActHeads:
         return current
 
 
-def _allowed_mask(attention_mask: Tensor | None, q_len: int, kv_len: int, batch: int, device) -> Tensor:
+def allowed_mask(attention_mask: Tensor | None, q_len: int, kv_len: int, batch: int, device) -> Tensor:
     """Boolean ``[B, 1, Q, K]``: which keys each query may see (mask None means plain causal)."""
     if attention_mask is None:
         rows = torch.arange(kv_len - q_len, kv_len, device=device)
@@ -173,7 +173,7 @@ def act_attention_forward(
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
         key, value, kv_len = key[:, :, :q_len], value[:, :, :q_len], q_len
     groups = query.shape[1] // key.shape[1]
-    allowed = _allowed_mask(attention_mask, q_len, kv_len, query.shape[0], query.device)
+    allowed = allowed_mask(attention_mask, q_len, kv_len, query.shape[0], query.device)
     if softcap is None:
         eager_heads = state.index(query.device)
         selected = slice(None)
@@ -182,7 +182,7 @@ def act_attention_forward(
         eager_heads = torch.arange(query.shape[1], device=query.device)
         selected = state.index(query.device) if state is not None else None
     kv_heads = torch.div(eager_heads, groups, rounding_mode="floor")
-    probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, _additive(attention_mask, kv_len))
+    probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, mask_bias(attention_mask, kv_len))
     if state is not None:
         chosen = probs[:, selected]
         calibrated = redistribute(chosen, state.sinks_for(chosen, allowed, q_len, kv_len), state.beta)
@@ -194,7 +194,7 @@ def act_attention_forward(
     return out, None
 
 
-def _additive(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:
+def mask_bias(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:
     """A float mask may carry biases beyond masking; keep them (bool masks carry none)."""
     if attention_mask is None or attention_mask.dtype == torch.bool:
         return None

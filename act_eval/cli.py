@@ -20,6 +20,11 @@ COMMANDS = [
     "tasks",
     "icl",
     "compare",
+    "search",
+    "inspect",
+    "sinks",
+    "submit",
+    "leaderboard",
 ]
 
 

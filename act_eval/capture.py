@@ -1,0 +1,211 @@
+"""Record every head's attention probabilities and sink set in one forward pass, before or after ACT.
+
+The sink analysis needs what the heads really attend to, which sdpa never returns. A recording
+attention function, registered with transformers' ``AttentionInterface`` like ACT's own,
+computes every head eagerly (:func:`act_eval.attention.eager_attention`), finds the sink sets
+with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies
+:func:`act_eval.calibration.redistribute` to the heads ACT calibrates in that layer (the
+``module.act`` state :func:`act_eval.attention.enable_act` leaves), stores the result on the
+module, and returns the attention output, so later layers see calibrated inputs when
+calibration is on. Every unmasked row is a prompt row: the whole input is the prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from act_eval.attention import (
+    ActHeads,
+    UnsupportedArchitectureError,
+    mask_bias,
+    allowed_mask,
+    attention_modules,
+    eager_attention,
+)
+from act_eval.calibration import DEFAULT_THRESHOLD, redistribute, sink_scores, sink_set
+
+CAPTURE_ATTENTION = "act_capture"
+
+
+@dataclass
+class LayerAttention:
+    """What one layer's heads did in one forward pass (batch first, every query head)."""
+
+    layer: int
+    scores: Tensor  # [B, H, K] float32: each key's mean attention from the rows that see it
+    sinks: Tensor  # [B, H, K] bool: the rule's sink set (the first token never belongs to it)
+    calibrated_heads: tuple[int, ...]  # heads ACT recalibrated in this pass
+    probs: Tensor | None = None  # [B, H, Q, K] float32 softmax, before calibration (if kept)
+    calibrated: Tensor | None = None  # [B, H, Q, K] after calibration (if kept and any head calibrated)
+
+    @property
+    def after(self) -> Tensor | None:
+        """The probabilities the heads used: calibrated where ACT changed them, else the softmax."""
+        return self.calibrated if self.calibrated is not None else self.probs
+
+    def sink_positions(self, row: int = 0) -> list[list[int]]:
+        """Per head, the positions in its sink set (batch row ``row``)."""
+        return [torch.nonzero(head).flatten().tolist() for head in self.sinks[row]]
+
+    def top_columns(self, row: int = 0) -> list[int]:
+        """Per head, the position with the highest column score: where the head's main sink is."""
+        return self.scores[row].argmax(-1).tolist()
+
+
+@dataclass
+class Capture:
+    """One recorded forward pass: a record per layer and the prediction it led to."""
+
+    layers: list[LayerAttention]
+    next_token_logits: Tensor  # [B, V] float32 at the last position
+
+
+@dataclass
+class _Recorder:
+    """Per-module settings of one capture and the record it leaves."""
+
+    threshold: float
+    reference_drop_first: bool
+    calibrate: bool
+    keep_probs: bool
+    record: LayerAttention | None = field(default=None, repr=False)
+
+
+def capture_attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    """Eager attention for every head, recorded on ``module.act_capture``; ACT's heads calibrated if asked."""
+    recorder: _Recorder = module.act_capture
+    if kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None:
+        raise UnsupportedArchitectureError("attention capture does not support learned sink logits or position biases")
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    batch, num_heads, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    allowed = allowed_mask(attention_mask, q_len, kv_len, batch, query.device)
+    kv_heads = torch.div(torch.arange(num_heads, device=query.device), num_heads // key.shape[1], rounding_mode="floor")
+    probs = eager_attention(query, key[:, kv_heads], allowed, scaling, kwargs.get("softcap"), mask_bias(attention_mask, kv_len))
+    visible = allowed & allowed.any(-1, keepdim=True)  # every row that sees anything is a prompt row
+    sinks = sink_set(probs, visible, recorder.threshold, recorder.reference_drop_first)
+    act: ActHeads | None = getattr(module, "act", None) if recorder.calibrate else None
+    heads = tuple(act.heads) if act is not None else ()
+    used = probs
+    if heads:
+        index = act.index(query.device)
+        used = probs.clone()
+        used[:, index] = redistribute(probs[:, index], sinks[:, index], act.beta)
+    recorder.record = LayerAttention(
+        layer=module.layer_idx,
+        scores=sink_scores(probs, visible),
+        sinks=sinks,
+        calibrated_heads=heads,
+        probs=probs if recorder.keep_probs else None,
+        calibrated=used if recorder.keep_probs and heads else None,
+    )
+    out = torch.matmul(used, value[:, kv_heads].float()).transpose(1, 2)
+    return out.to(query.dtype), None
+
+
+def register() -> None:
+    """Register the recording function and its mask (sdpa's) under one name; idempotent."""
+    if CAPTURE_ATTENTION not in AttentionInterface._global_mapping:
+        AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
+    if CAPTURE_ATTENTION not in AttentionMaskInterface._global_mapping:
+        AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
+
+
+@contextlib.contextmanager
+def _recording(model: PreTrainedModel, modules: list[nn.Module], recorders: list[_Recorder]) -> Iterator[None]:
+    """Switch ``model`` to the recording function; restore its attention and clean up afterwards."""
+    register()
+    previous = model.config._attn_implementation or "sdpa"
+    try:
+        model.set_attn_implementation(CAPTURE_ATTENTION)
+    except (KeyError, ValueError) as err:
+        raise UnsupportedArchitectureError(
+            f"{model.config.model_type} does not support custom attention functions ({err})"
+        ) from None
+    for module, recorder in zip(modules, recorders):
+        module.act_capture = recorder
+    try:
+        yield
+    finally:
+        for module in modules:
+            del module.act_capture
+        model.set_attn_implementation(previous)
+
+
+def capture_attention(
+    model: PreTrainedModel,
+    input_ids: Tensor,
+    attention_mask: Tensor | None = None,
+    *,
+    calibrate: bool = True,
+    threshold: float | None = None,
+    layers: Sequence[int] | None = None,
+    keep_probs: bool = True,
+) -> Capture:
+    """One forward pass over ``input_ids`` (the whole input is the prompt), recorded layer by layer.
+
+    With ACT enabled on ``model`` (:func:`act_eval.attention.enable_act`), ``calibrate`` applies
+    its heads and beta, as hf-act does; ``calibrate=False`` shows the plain model. ``threshold``
+    defaults to ACT's when enabled, else the rule's default; the reference "drop the first
+    detected sink" switch follows each layer's ACT state. Probabilities (``[B, H, N, N]`` per
+    layer) are kept only for ``layers`` (default all) and only with ``keep_probs``; scores and
+    sink sets are always kept.
+    """
+    controller = getattr(model, "_act_controller", None)
+    if threshold is None:
+        threshold = controller.threshold if controller is not None else DEFAULT_THRESHOLD
+    num_layers = model.config.get_text_config().num_hidden_layers
+    modules = attention_modules(model)
+    if len(modules) != num_layers:
+        raise UnsupportedArchitectureError(
+            f"{model.config.model_type}: found {len(modules)} attention modules with a layer index in a "
+            f"{num_layers}-layer model; this architecture does not route attention through transformers' AttentionInterface"
+        )
+    wanted = set(range(num_layers) if layers is None else layers)
+    recorders = []
+    for layer, module in enumerate(modules):
+        act: ActHeads | None = getattr(module, "act", None)
+        reference = act.reference_drop_first if act is not None else False
+        recorders.append(_Recorder(threshold, reference, calibrate, keep_probs and layer in wanted))
+    with _recording(model, modules, recorders), torch.no_grad():
+        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+    silent = [i for i, r in enumerate(recorders) if r.record is None]
+    if silent:
+        raise UnsupportedArchitectureError(
+            f"{model.config.model_type}: layers {silent} never called the '{CAPTURE_ATTENTION}' attention function; "
+            "this architecture does not route attention through transformers' AttentionInterface"
+        )
+    return Capture([r.record for r in recorders], output.logits[:, -1].float())
+
+
+def load_model(pretrained: str, device: str | None = None) -> tuple[PreTrainedModel, Any, str]:
+    """Load a model and tokenizer as hf-act does (embedded names resolve to their local checkpoint).
+
+    Returns ``(model, tokenizer, identity)``; ``identity`` is the id head maps cite.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from act_eval.models import model_identity, resolve_pretrained
+
+    identity = model_identity(pretrained)
+    path = resolve_pretrained(pretrained)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, identity

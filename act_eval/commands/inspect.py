@@ -1,0 +1,108 @@
+"""``act-eval inspect``: one input's attention heatmaps per layer and head, sinks marked, before and after ACT."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "inspect",
+        help="attention heatmaps of one input with the sinks marked, before and after calibration",
+        description="Draw every selected head's attention on one input with its sink set marked (PNG files and one "
+        "self-contained HTML page). With --head-map, draw it again with ACT's calibration applied.",
+    )
+    parser.add_argument("--model", required=True, help="embedded model name (act-eval models list), local path or hub id")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="the input text (encoded as lm-eval encodes a context)")
+    source.add_argument("--task", help="a task whose document --doc is the input (its context, as lm-eval builds it)")
+    parser.add_argument("--doc", type=int, default=0, help="document index in the task's evaluation split (default: 0)")
+    parser.add_argument(
+        "--head-map", help="calibrate: published map name, JSON file, or inline heads like '[[10, 2], [12, 5]]'"
+    )
+    parser.add_argument("--threshold", type=float, help="sink threshold (default: the head map's, else 0.1)")
+    parser.add_argument("--beta", type=float, help="calibration beta (default: the head map's, else 0.4)")
+    parser.add_argument("--layers", type=int, nargs="+", help="layers to draw (default: all)")
+    parser.add_argument(
+        "--heads", type=int, nargs="+", help="heads to draw (default: all); also drawn large, every token labelled"
+    )
+    parser.add_argument("--out", default="act-eval-inspect", help="output directory (default: ./act-eval-inspect)")
+    parser.add_argument("--include_path", action="append", default=[], help="extra task directory (repeatable)")
+    parser.add_argument(
+        "--no-builtin-tasks", dest="builtin_tasks", action="store_false",
+        help="index only act-eval's and --include_path tasks (faster)",
+    )
+    parser.add_argument("--device", help="e.g. cuda:0 or cpu (default: cuda if available)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from act_eval.attention import enable_act, model_shape
+    from act_eval.calibration import DEFAULT_THRESHOLD
+    from act_eval.capture import capture_attention, load_model
+    from act_eval.head_map import check_threshold
+    from act_eval.inspect_report import Inspection, write_inspection
+    from act_eval.task_prompts import doc_prompt, encode, load_tasks, token_strings
+
+    if args.text is not None and args.doc != 0:
+        raise ValueError("--doc goes with --task, not --text")
+    if args.head_map is None and args.beta is not None:
+        raise ValueError("--beta needs --head-map (it is the calibration's)")
+    if args.task is not None:
+        tasks = load_tasks([args.task], args.include_path, args.builtin_tasks)
+        if len(tasks) != 1:
+            raise ValueError(f"--task {args.task} is a group of {len(tasks)} tasks; name one of them: {', '.join(tasks)}")
+        [(name, task)] = tasks.items()
+        prompt = doc_prompt(name, task, args.doc)
+        source = {"task": name, "doc_id": args.doc, "text": prompt.text}
+    else:
+        source = {"text": args.text}
+    model, tokenizer, identity = load_model(args.model, args.device)
+    shape = model_shape(model)
+    layers = _selection("--layers", args.layers, shape["num_layers"])
+    heads = _selection("--heads", args.heads, shape["num_heads"])
+    ids = encode(tokenizer, source["text"])
+    if not ids:
+        raise ValueError("the input encodes to no tokens")
+    input_ids = torch.tensor([ids], device=model.device)
+
+    head_map = None
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else check_threshold(args.threshold)
+    if args.head_map is not None:
+        controller = enable_act(model, args.head_map, threshold=args.threshold, beta=args.beta, model_id=identity)
+        hm, threshold = controller.head_map, controller.threshold
+        head_map = {
+            "name": hm.name or hm.source or "inline",
+            "content_hash": hm.content_hash,
+            "calibrated_heads": hm.num_calibrated,
+            "beta": controller.beta,
+            "heads": {str(layer): list(h) for layer, h in sorted(hm.heads.items())},
+        }
+    before = capture_attention(model, input_ids, calibrate=False, threshold=threshold, layers=layers)
+    after = capture_attention(model, input_ids, threshold=threshold, layers=layers) if head_map else None
+    inspection = Inspection(
+        model=identity,
+        source=source,
+        tokens=token_strings(tokenizer, ids),
+        threshold=threshold,
+        head_map=head_map,
+        layers=layers,
+        heads=heads,
+        detail_heads=[(layer, head) for layer in layers for head in heads] if args.heads else [],
+    )
+    page = write_inspection(Path(args.out), inspection, before, after, tokenizer)
+    print(page)
+    return 0
+
+
+def _selection(option: str, values: list[int] | None, count: int) -> list[int]:
+    """The sorted, distinct indices given (all of ``range(count)`` when none), each checked."""
+    if values is None:
+        return list(range(count))
+    bad = [v for v in values if not 0 <= v < count]
+    if bad:
+        raise ValueError(f"{option} {' '.join(map(str, bad))}: out of range, the model has {count} (0-{count - 1})")
+    return sorted(set(values))
