@@ -159,6 +159,12 @@ class HeadMap:
         if self.provenance:
             # per-head statistics and trajectories are long: `show --json` prints them
             brief = {k: v for k, v in self.provenance.items() if k not in ("head_stats", "greedy", "screened_heads")}
+            data = brief.get("data")
+            if isinstance(data, dict):  # per-task document counts, not the document indices
+                brief["data"] = {
+                    k: {task: d.get("documents") for task, d in v.items()} if isinstance(v, dict) and k in ("calibration", "validation") else v
+                    for k, v in data.items()
+                }
             lines.append("provenance:    " + json.dumps(brief, indent=2).replace("\n", "\n               "))
         return "\n".join(lines)
 
