@@ -39,3 +39,24 @@ def gemma3_path() -> str:
     from act_eval.models import resolve_pretrained
 
     return resolve_pretrained("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
+def tasks_dir() -> Path:
+    from act_eval.paths import resource_dir
+
+    return resource_dir("tasks")
+
+
+@pytest.fixture(scope="session")
+def task_manager(tasks_dir: Path, data_dir: Path):
+    """lm-eval's TaskManager over the project's task YAMLs only (built-ins left out: faster)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(tasks_dir)], include_defaults=False)
+
+
+@pytest.fixture(scope="session")
+def act_tasks(task_manager) -> dict:
+    """Every act-eval task, full and lite, built by lm-eval from the real data: {name: Task}."""
+    return task_manager.load(task_manager.all_subtasks)["tasks"]

@@ -1,0 +1,346 @@
+"""Every check a submission passes on its own before the store will take it.
+
+In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
+
+``manifest``       the schema (:mod:`.manifest`), then each field the results file also records;
+``results``        a listed results file is missing or is not lm-eval's;
+``icl``            the ICL runs are not distinct few-shot seeds at one shot count (``samples.load_icl_runs``);
+``missing-task``   a task of the suite is absent from the run, or has no samples file;
+``suite``          the run has tasks the suite lacks, or the manifest names another subset;
+``limited``        the run was made with ``--limit``;
+``partial``        a task's samples do not cover every document of its evaluation split;
+``doc-hash``       a document differs from the task data (lm-eval's ``doc_hash``);
+``task-definition`` the run used another definition of a task than ``tasks/``;
+``metric``         a metric in the results file differs from the one recomputed from the samples;
+``head-map``       the head map is not found, its content hash or model differs, or its
+                   threshold/beta are not the manifest's.
+
+Duplicates and pairing with accepted submissions are the store's checks (:mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from act_eval.head_map import HeadMapError, load_head_map
+from act_eval.leaderboard import SubmissionError
+from act_eval.leaderboard.manifest import HEAD_MAP_FILE, Manifest, read_manifest
+from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
+from act_eval.models import model_identity
+from act_eval.samples import (
+    Run,
+    TaskSamples,
+    load_icl_runs,
+    load_run,
+    read_task_samples,
+)
+
+# lm-eval's per-task result keys that are not "<metric>,<filter>" values
+_NOT_METRICS = frozenset({"name", "alias", "sample_len", "sample_count"})
+_RTOL, _ATOL = 1e-9, 1e-12  # recomputation differs from lm-eval's only by float summation order
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the board needs to know about one task of an accepted submission."""
+
+    family: str
+    metric: str  # the task's primary metric: the first of its metric_list
+    filter: str
+    n: int
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A submission that passed every check of its own."""
+
+    path: Path
+    manifest: Manifest
+    runs: tuple[Run, ...]
+    tasks: dict[str, TaskInfo]
+    fingerprint: str  # sha256 over the samples files: equal only for the same model outputs
+
+
+def verify_submission(path: Path) -> Checked:
+    """Run every check of this module on the submission directory ``path``."""
+    manifest = read_manifest(path)
+    runs = _load_runs(path, manifest)
+    suite = load_suite(manifest.suite)
+    for index, run in enumerate(runs):
+        _check_recorded(manifest, run, index)
+    _check_tasks(manifest, runs, suite)
+    infos: dict[str, TaskInfo] = {}
+    for run in runs:
+        _check_complete(run, suite)
+        samples = {task: _read_filters(run, task) for task in suite.tasks}
+        _check_documents(run, suite, samples)
+        _check_metrics(run, suite, samples)
+        infos = {task: _task_info(suite, run, task, samples[task]) for task in suite.tasks}
+    _check_head_map(path, manifest)
+    return Checked(path=path, manifest=manifest, runs=runs, tasks=infos, fingerprint=_fingerprint(runs))
+
+
+def _load_runs(path: Path, manifest: Manifest) -> tuple[Run, ...]:
+    files = [path / rel for rel in manifest.runs]
+    for file in files:
+        if not file.is_file():
+            raise SubmissionError("results", f"the manifest lists {file.relative_to(path)}, which is not in {path}")
+    try:
+        runs = tuple(load_run(file) for file in files)
+    except (ValueError, FileNotFoundError) as err:
+        raise SubmissionError("results", str(err)) from None
+    if manifest.arm == "icl":
+        try:
+            load_icl_runs(files)
+        except ValueError as err:
+            raise SubmissionError("icl", str(err)) from None
+    return runs
+
+
+def _check_recorded(manifest: Manifest, run: Run, index: int) -> None:
+    """The manifest's fields that the results file also records (``run`` is ``manifest.runs[index]``) must say the same."""
+    config = run.results.get("config", {})
+    recorded = {
+        "model.lm_eval_model": (manifest.model.lm_eval_model, config.get("model")),
+        "model.model_args": (manifest.model.model_args, config.get("model_args")),
+        "tasks": (sorted(manifest.tasks), run.tasks),
+        "fewshot.seeds": (manifest.fewshot.seeds[index], config.get("fewshot_seed")),
+        "fewshot.apply_chat_template": (manifest.fewshot.apply_chat_template, bool(run.results.get("chat_template"))),
+        "fewshot.fewshot_as_multiturn": (
+            manifest.fewshot.fewshot_as_multiturn,
+            bool(run.results.get("fewshot_as_multiturn")),
+        ),
+        "seeds.random": (manifest.seeds.random, config.get("random_seed")),
+        "seeds.numpy": (manifest.seeds.numpy, config.get("numpy_seed")),
+        "seeds.torch": (manifest.seeds.torch, config.get("torch_seed")),
+        "versions.lm_eval": (manifest.versions.lm_eval, run.results.get("lm_eval_version")),
+        "versions.transformers": (manifest.versions.transformers, run.results.get("transformers_version")),
+    }
+    for name, (said, found) in recorded.items():
+        if said != found:
+            raise SubmissionError("manifest", f"the manifest says {name} = {said!r} but {run} records {found!r}")
+    shots = {task: run.n_shot(task) for task in run.tasks if run.n_shot(task) != manifest.fewshot.num_fewshot}
+    if shots:
+        raise SubmissionError(
+            "manifest", f"the manifest says fewshot.num_fewshot = {manifest.fewshot.num_fewshot} but {run} ran {shots}"
+        )
+    args = model_args_dict(manifest.model.model_args)
+    pretrained = args.get("pretrained")
+    identity = model_identity(pretrained) if isinstance(pretrained, str) else None
+    if identity not in (None, pretrained, manifest.model.id):
+        raise SubmissionError(
+            "manifest", f"the manifest says model.id = {manifest.model.id!r} but the run loaded {identity}"
+        )
+    if manifest.arm == "act":
+        named = args.get("head_map")
+        ref = manifest.head_map.name
+        if not (named == ref or (isinstance(named, str) and named.endswith(".json") and Path(named).stem == ref)):
+            raise SubmissionError(
+                "manifest", f"the manifest names head map {ref!r} but the run's model_args load head_map={named!r}"
+            )
+    else:
+        calibration = sorted(k for k in args if k == "head_map" or k.startswith("act_"))
+        if calibration:
+            raise SubmissionError(
+                "manifest", f"a {manifest.arm} run must not calibrate, but its model_args set {', '.join(calibration)}"
+            )
+
+
+def model_args_dict(model_args: dict[str, Any] | str) -> dict[str, Any]:
+    """lm-eval records model_args as given: a dict, or the CLI's ``k=v,k=v`` string."""
+    if isinstance(model_args, dict):
+        return model_args
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(model_args)
+
+
+def _check_tasks(manifest: Manifest, runs: tuple[Run, ...], suite: Suite) -> None:
+    if manifest.subset != suite.subset:
+        raise SubmissionError(
+            "suite", f"the manifest says subset {manifest.subset!r} but {suite.name} is the {suite.subset} subset"
+        )
+    for run in runs:
+        missing = [t for t in suite.tasks if t not in run.tasks]
+        if missing:
+            raise SubmissionError(
+                "missing-task", f"{run} lacks {len(missing)} task(s) of {suite.name}: {', '.join(missing)}"
+            )
+        extra = [t for t in run.tasks if t not in suite.tasks]
+        if extra:
+            raise SubmissionError("suite", f"{run} has task(s) outside {suite.name}: {', '.join(extra)}")
+        for task in suite.tasks:
+            if not run.samples_path(task).is_file():
+                raise SubmissionError(
+                    "missing-task",
+                    f"{task}: no samples file {run.samples_path(task).name} next to {run.results_path.name}",
+                )
+
+
+def _check_complete(run: Run, suite: Suite) -> None:
+    limit = run.results.get("config", {}).get("limit")
+    if limit is not None:
+        raise SubmissionError(
+            "limited", f"{run} was run with --limit {limit:g}: the leaderboard takes full evaluation splits only"
+        )
+    for task in suite.tasks:
+        counts = run.results.get("n-samples", {}).get(task, {})
+        if counts.get("effective") != counts.get("original"):
+            raise SubmissionError(
+                "partial", f"{task}: {run} evaluated {counts.get('effective')} of {counts.get('original')} documents"
+            )
+
+
+def _read_filters(run: Run, task: str) -> dict[str, TaskSamples]:
+    """The task's samples under each filter its results report."""
+    keys = run.results.get("results", {}).get(task, {})
+    filters = sorted({k.split(",", 1)[1] for k in keys if "," in k and k not in _NOT_METRICS})
+    if not filters:
+        raise SubmissionError("metric", f"{task}: {run} reports no metric for the task")
+    try:
+        return {f: read_task_samples(run, task, f) for f in filters}
+    except (ValueError, FileNotFoundError) as err:
+        raise SubmissionError("results", str(err)) from None
+
+
+def _check_documents(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamples]]) -> None:
+    for task in suite.tasks:
+        expected = suite.doc_hashes(task)
+        for filt, got in samples[task].items():
+            if got.doc_ids != tuple(range(len(expected))):
+                missing = sorted(set(range(len(expected))) - set(got.doc_ids))
+                raise SubmissionError(
+                    "partial",
+                    f"{task}: the samples (filter {filt}) hold {len(got.doc_ids)} documents, the evaluation split has "
+                    f"{len(expected)}" + (f"; missing doc_id {_few(missing)}" if missing else "; doc_ids out of range"),
+                )
+            bad = [i for i, h in zip(got.doc_ids, got.doc_hashes, strict=True) if h != expected[i]]
+            if bad:
+                raise SubmissionError(
+                    "doc-hash",
+                    f"{task}: {len(bad)} of {len(expected)} documents differ from the task data (doc_hash of doc_id "
+                    f"{_few(bad)}): the run read other data than ACT_EVAL_DATA_DIR holds",
+                )
+        live = suite.definition(task)
+        logged = comparable_config(run.results.get("configs", {}).get(task, {}))
+        differ = sorted(k for k in set(live) | set(logged) if live.get(k) != logged.get(k))
+        if differ:
+            raise SubmissionError(
+                "task-definition",
+                f"{task}: the run's task config differs from tasks/ in {', '.join(differ)}: it ran another definition",
+            )
+
+
+def _check_metrics(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamples]]) -> None:
+    """Recompute each task's metrics with the task's own aggregations, then each group's with lm-eval's group code."""
+    reported_all = run.results.get("results", {})
+    recomputed_all: dict[str, dict[str, Any]] = {}
+    for task in suite.tasks:
+        aggregations = suite.task_objects[task].aggregation()
+        reported = reported_all[task]
+        recomputed: dict[str, Any] = {"sample_len": len(suite.doc_hashes(task))}
+        for key, value in reported.items():
+            if key in _NOT_METRICS or "_stderr," in key:
+                continue
+            metric, _, filt = key.partition(",")
+            if metric not in aggregations:
+                raise SubmissionError(
+                    "metric", f"{task}: the results file reports {key}, a metric the task does not define"
+                )
+            got = samples[task][filt]
+            if metric not in got.metrics:
+                raise SubmissionError(
+                    "metric", f"{task}: {key} has no per-document values in {run.samples_path(task).name}"
+                )
+            recomputed[key] = float(aggregations[metric](got.metrics[metric]))
+            _same(task, key, value, recomputed[key], run)
+        for metric in aggregations:
+            if not any(k.startswith(f"{metric},") for k in reported):
+                raise SubmissionError("metric", f"{task}: the results file does not report {metric}")
+        if reported.get("sample_len") != recomputed["sample_len"]:
+            raise SubmissionError(
+                "partial",
+                f"{task}: sample_len is {reported.get('sample_len')}, the split has {recomputed['sample_len']}",
+            )
+        recomputed_all[task] = recomputed
+    for name, group in suite.groups.items():
+        if name not in reported_all:
+            continue
+        with quiet():  # a suite mixing metrics warns, per group, that each metric is missing somewhere
+            aggregated = group.aggregate(recomputed_all)
+        for key, value in reported_all[name].items():
+            if key in _NOT_METRICS or "_stderr," in key:
+                continue
+            if key not in aggregated:
+                raise SubmissionError(
+                    "metric", f"{name}: the results file reports {key}, which the group does not aggregate"
+                )
+            _same(name, key, value, aggregated[key], run)
+
+
+def _same(task: str, key: str, reported: Any, recomputed: float, run: Run) -> None:
+    if not isinstance(reported, (int, float)) or not math.isclose(reported, recomputed, rel_tol=_RTOL, abs_tol=_ATOL):
+        raise SubmissionError(
+            "metric",
+            f"{task}: {key} is {reported!r} in {run.results_path.name} but {recomputed!r} recomputed from the samples",
+        )
+
+
+def _check_head_map(path: Path, manifest: Manifest) -> None:
+    """The map the run used: the submission's own head_map.json, else the published map of that name."""
+    ref = manifest.head_map
+    if ref is None:
+        return
+    included = path / HEAD_MAP_FILE
+    try:
+        head_map = load_head_map(included if included.is_file() else ref.name)
+    except (FileNotFoundError, HeadMapError) as err:
+        raise SubmissionError("head-map", f"head map {ref.name!r}: {err}") from None
+    if head_map.name != ref.name:
+        raise SubmissionError(
+            "head-map", f"{HEAD_MAP_FILE} is the map {head_map.name!r}, the manifest names {ref.name!r}"
+        )
+    if head_map.content_hash != ref.content_hash:
+        raise SubmissionError(
+            "head-map",
+            f"head map {ref.name!r} has content hash {head_map.content_hash}, the manifest says {ref.content_hash}",
+        )
+    if head_map.model != manifest.model.id:
+        raise SubmissionError(
+            "head-map",
+            f"head map {ref.name!r} was made for {head_map.model}, the submission's model is {manifest.model.id}",
+        )
+    args = model_args_dict(manifest.model.model_args)
+    for name, own in (("threshold", head_map.threshold), ("beta", head_map.beta)):
+        used = float(args.get(f"act_{name}", own))
+        if used != getattr(manifest, name):
+            raise SubmissionError(
+                "head-map", f"the run used {name} {used:g}, the manifest says {getattr(manifest, name):g}"
+            )
+
+
+def _task_info(suite: Suite, run: Run, task: str, samples: dict[str, TaskSamples]) -> TaskInfo:
+    metric = suite.task_objects[task].config.metric_list[0]["metric"]
+    filters = [f for f in samples if run.reported(task, metric, f) is not None]
+    return TaskInfo(
+        family=suite.families[task],
+        metric=metric,
+        filter="none" if "none" in filters else filters[0],
+        n=len(suite.doc_hashes(task)),
+    )
+
+
+def _fingerprint(runs: tuple[Run, ...]) -> str:
+    digest = hashlib.sha256()
+    for run in runs:
+        for task in run.tasks:
+            digest.update(hashlib.sha256(run.samples_path(task).read_bytes()).digest())
+    return "sha256:" + digest.hexdigest()
+
+
+def _few(ids: list[int]) -> str:
+    return ", ".join(map(str, ids[:5])) + (", ..." if len(ids) > 5 else "")

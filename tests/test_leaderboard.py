@@ -1,0 +1,642 @@
+"""The leaderboard on genuine lm-eval output: manifests, verification, acceptance, the board and its page.
+
+Runs come from lm-eval 0.4.13's ``dummy`` model (random log-likelihoods, no weights) on the real
+lite suites and task data, saved as ``lm_eval --output_path OUT --log_samples`` saves them.
+Different random seeds play different models and arms. Expected numbers are recomputed here
+from the results files themselves; every refusal is checked to leave the leaderboard directory
+byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from act_eval.cli import main
+from act_eval.head_map import HeadMap
+from act_eval.leaderboard import ROOT_ENV, default_root
+from act_eval.leaderboard.browser import FLAGS, chromium, run_chromium
+from act_eval.samples import load_run
+from fixtures.lm_eval_runs import quick_env_info
+
+SUITE = "act_classification_lite"
+CLS_TASKS = [
+    "act_sst2_lite", "act_sst5_lite", "act_mr_lite", "act_subj_lite", "act_agnews_lite",
+    "act_trec_lite", "act_cb_lite", "act_boolq_lite", "act_dbpedia_lite",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Runs:
+    maps: dict[str, Path]
+    base_a: Path
+    act_a: Path
+    icl_a: Path
+    base_b: Path
+    act_b: Path
+    limited: Path
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory, data_dir) -> Runs:
+    """Two "models" (tiny-a, tiny-b): baseline and ACT each, ICL for tiny-a, and a --limit run; manifests written."""
+    from lm_eval.tasks import TaskManager
+
+    from act_eval.commands.icl import evaluate_and_save, run_icl
+    from act_eval.paths import resource_dir
+
+    out = tmp_path_factory.mktemp("leaderboard_runs")
+    maps = {}
+    for model in ("tiny-a", "tiny-b"):
+        hm = HeadMap(
+            model=f"test/{model}", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1,
+            heads={0: (1,)}, name=f"{model}.classification", task_family="classification",
+        )  # fmt: skip
+        maps[model] = hm.save(out / "maps" / f"{model}.classification.json")
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    tm = TaskManager(include_path=[str(resource_dir("tasks"))], include_defaults=False)
+
+    def evaluate(name: str, seed: int, head_map: Path | None = None, tasks: str = SUITE, **kwargs) -> Path:
+        args = {"pretrained": "tiny", **({"head_map": str(head_map)} if head_map else {})}
+        evaluate_and_save(
+            "dummy", args, [tasks], out / name, task_manager=tm, random_seed=seed, bootstrap_iters=0, **kwargs
+        )
+        return out / name
+
+    with quick_env_info():
+        r = Runs(
+            maps=maps,
+            base_a=evaluate("base_a", 1),
+            act_a=evaluate("act_a", 2, maps["tiny-a"]),
+            icl_a=run_icl(
+                "dummy",
+                {"pretrained": "tiny"},
+                [SUITE],
+                1,
+                [0, 1],
+                out / "icl_a",
+                builtin_tasks=False,
+                bootstrap_iters=0,
+            ).parent,  # fmt: skip
+            base_b=evaluate("base_b", 3),
+            act_b=evaluate("act_b", 4, maps["tiny-b"]),
+            limited=evaluate("limited", 5, tasks="act_open_qa_lite", limit=10),
+        )
+    for path in (r.base_a, r.act_a, r.icl_a, r.limited):
+        prepare(path, "test/tiny-a")
+    for path in (r.base_b, r.act_b):
+        prepare(path, "test/tiny-b")
+    return r
+
+
+def prepare(run_dir: Path, model_id: str) -> None:
+    """``act-eval leaderboard manifest``, naming what a dummy run cannot record."""
+    argv = [
+        "leaderboard",
+        "manifest",
+        str(run_dir),
+        "--model-id",
+        model_id,
+        "--revision",
+        "r1",
+        "--hardware",
+        "test machine",
+    ]
+    assert main([*argv, "--force"]) == 0
+
+
+def submit(root: Path, run_dir: Path, *extra: str) -> int:
+    return main(["submit", str(run_dir), "--root", str(root), *extra])
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every file's bytes and every directory under ``root``: "byte for byte unchanged" is equality of this."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def results_of(run_dir: Path) -> dict:
+    return load_run(run_dir).results
+
+
+def copy(src: Path, tmp_path: Path, name: str) -> Path:
+    return Path(shutil.copytree(src, tmp_path / name))
+
+
+def rewrite_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def rewrite_samples(path: Path, edit) -> None:
+    # split on "\n" only: documents may hold other characters str.splitlines() treats as line breaks
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    lines = edit(lines)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+
+
+def samples_path(run_dir: Path, task: str) -> Path:
+    return load_run(run_dir).samples_path(task)
+
+
+# ----------------------------------------------------------------------------- the manifest
+
+
+def test_manifest_is_written_from_what_the_run_records(runs):
+    base, act, icl = (json.loads((p / "manifest.json").read_text()) for p in (runs.base_a, runs.act_a, runs.icl_a))
+    recorded = results_of(runs.base_a)
+    assert base["arm"] == "baseline" and act["arm"] == "act" and icl["arm"] == "icl"
+    assert base["suite"] == SUITE and base["subset"] == "lite" and sorted(base["tasks"]) == sorted(CLS_TASKS)
+    assert base["model"]["model_args"] == recorded["config"]["model_args"]
+    assert base["model"]["lm_eval_model"] == "dummy"
+    assert base["seeds"] == {
+        "random": 1,
+        "numpy": recorded["config"]["numpy_seed"],
+        "torch": recorded["config"]["torch_seed"],
+    }
+    assert base["versions"]["lm_eval"] == recorded["lm_eval_version"]
+    assert base["head_map"] is None and base["threshold"] is None
+    assert [str(runs.base_a / r) for r in base["runs"]] == [str(load_run(runs.base_a).results_path)]
+    # ACT: the unpublished map travels with the submission, with the hash of the file the run loaded
+    map_file = json.loads(runs.maps["tiny-a"].read_text())
+    assert act["head_map"] == {"name": "tiny-a.classification", "content_hash": map_file["content_hash"]}
+    assert (runs.act_a / "head_map.json").read_bytes() == runs.maps["tiny-a"].read_bytes()
+    assert (act["threshold"], act["beta"]) == (map_file["threshold"], map_file["beta"])
+    # ICL: one run per few-shot seed, in the order of icl.json
+    assert icl["fewshot"]["num_fewshot"] == 1 and icl["fewshot"]["seeds"] == [0, 1] and len(icl["runs"]) == 2
+
+
+def test_manifest_needs_the_weights_named(runs, tmp_path, capsys):
+    run = copy(runs.base_a, tmp_path, "run")
+    (run / "manifest.json").unlink()
+    assert main(["leaderboard", "manifest", str(run), "--model-id", "test/x", "--hardware", "h"]) == 2
+    assert "needs a revision or a file_hash" in capsys.readouterr().err
+    assert not (run / "manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- accepting
+
+
+def test_a_valid_submission_is_accepted_whole(runs, tmp_path, capsys):
+    root = tmp_path / "board"
+    assert submit(root, runs.base_a) == 0
+    (stored,) = (root / "submissions").iterdir()
+    assert stored.name.startswith(f"tiny-a.baseline.{SUITE}.") and "accepted" in capsys.readouterr().out
+    # the submission's files, byte for byte, plus the store's record
+    source = load_run(runs.base_a)
+    for rel in ["manifest.json", source.results_path.relative_to(runs.base_a)] + [
+        source.samples_path(t).relative_to(runs.base_a) for t in CLS_TASKS
+    ]:
+        assert (stored / rel).read_bytes() == (runs.base_a / rel).read_bytes(), rel
+    record = json.loads((stored / "record.json").read_text())
+    digest = hashlib.sha256()
+    for task in source.tasks:
+        digest.update(hashlib.sha256(source.samples_path(task).read_bytes()).digest())
+    assert record["fingerprint"] == "sha256:" + digest.hexdigest() and record["id"] == stored.name
+    assert record["tasks"]["act_cb_lite"] == {"family": SUITE, "metric": "acc", "filter": "none", "n": 56}
+    assert not [p for p in root.rglob(".*")], "no work-in-progress directory is left"
+    assert main(["leaderboard", "list", "--root", str(root)]) == 0
+    assert stored.name in capsys.readouterr().out
+
+
+def test_baseline_and_act_are_accepted_together(runs, tmp_path, capsys):
+    root = tmp_path / "board"
+    assert submit(root, runs.act_a, "--baseline", str(runs.base_a)) == 0
+    ids = sorted(p.name for p in (root / "submissions").iterdir())
+    assert [i.split(".")[1] for i in ids] == ["act-tiny-a", "baseline"]
+    # the baseline already on the board is checked against, not accepted twice
+    assert submit(root, runs.icl_a, "--baseline", str(runs.base_a)) == 0
+    assert len(list((root / "submissions").iterdir())) == 3
+
+
+def test_dry_run_and_root_from_the_environment(runs, tmp_path, monkeypatch, capsys):
+    root = tmp_path / "env_board"
+    monkeypatch.setenv(ROOT_ENV, str(root))
+    assert default_root() == root
+    assert main(["submit", str(runs.base_a), "--dry-run"]) == 0
+    assert "would accept: tiny-a.baseline" in capsys.readouterr().out
+    assert not root.exists()
+
+
+def test_a_failed_commit_leaves_nothing(runs, tmp_path, monkeypatch):
+    root = tmp_path / "board"
+    assert submit(root, runs.base_a) == 0
+    before = snapshot(root)
+
+    def fail(src, dst):  # the copy is complete; the final rename fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "rename", fail)
+    with pytest.raises(OSError, match="disk full"):
+        main(["submit", str(runs.act_a), "--root", str(root)])
+    assert snapshot(root) == before
+
+
+# ----------------------------------------------------------------------------- refusals
+
+
+@pytest.fixture(scope="module")
+def populated_root(runs, tmp_path_factory) -> Path:
+    """A leaderboard holding tiny-a's baseline and a built board: refusals must leave all of it untouched."""
+    root = tmp_path_factory.mktemp("populated") / "board"
+    assert submit(root, runs.base_a) == 0
+    assert main(["leaderboard", "build", "--root", str(root), "--resamples", "200"]) == 0
+    return root
+
+
+def _edit_metric(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "edited_metric")
+    rewrite_json(
+        load_run(run).results_path,
+        lambda r: r["results"]["act_sst2_lite"].update({"acc,none": r["results"]["act_sst2_lite"]["acc,none"] + 0.01}),
+    )
+    return run
+
+
+def _missing_task(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "missing_task")
+    results = load_run(run)
+    results.samples_path("act_trec_lite").unlink()
+
+    def drop(r: dict) -> None:
+        for key in ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples"):
+            r[key].pop("act_trec_lite", None)
+
+    rewrite_json(results.results_path, drop)
+    rewrite_json(run / "manifest.json", lambda m: m["tasks"].remove("act_trec_lite"))
+    return run
+
+
+def _missing_samples_file(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "missing_samples")
+    samples_path(run, "act_agnews_lite").unlink()
+    return run
+
+
+def _wrong_head_map_hash(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "wrong_hash")
+    rewrite_json(run / "manifest.json", lambda m: m["head_map"].update({"content_hash": "sha256:" + "0" * 64}))
+    return run
+
+
+def _edited_document(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "edited_doc")
+    path = samples_path(run, "act_mr_lite")
+    rewrite_samples(path, lambda lines: [{**x, "doc_hash": "f" * 64} if x["doc_id"] == 7 else x for x in lines])
+    return run
+
+
+def _dropped_document(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "dropped_doc")
+    rewrite_samples(samples_path(run, "act_boolq_lite"), lambda lines: [x for x in lines if x["doc_id"] != 11])
+    return run
+
+
+def _other_definition(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "other_definition")
+    rewrite_json(
+        load_run(run).results_path, lambda r: r["configs"]["act_sst2_lite"].update({"description": "Be brief.\n\n"})
+    )
+    return run
+
+
+def _invalid_json(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "invalid_json")
+    (run / "manifest.json").write_text('{"format": "act-eval-submission",', encoding="utf-8")
+    return run
+
+
+def _unknown_arm(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "unknown_arm")
+    rewrite_json(run / "manifest.json", lambda m: m.update({"arm": "finetuned"}))
+    return run
+
+
+def _no_hardware(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "no_hardware")
+    rewrite_json(run / "manifest.json", lambda m: m.pop("hardware"))
+    return run
+
+
+def _manifest_disagrees(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "disagrees")
+    rewrite_json(run / "manifest.json", lambda m: m["seeds"].update({"random": 99}))
+    return run
+
+
+def _same_samples(runs: Runs, tmp: Path) -> Path:
+    return runs.base_a  # already on the board
+
+
+def _same_configuration(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.base_b, tmp, "same_configuration")  # another run claiming to be tiny-a's baseline
+    prepare(run, "test/tiny-a")
+    return run
+
+
+def _other_prompts(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "other_prompts")  # ACT must see the baseline's prompts
+    rewrite_samples(samples_path(run, "act_cb_lite"), lambda lines: [{**x, "prompt_hash": "e" * 64} for x in lines])
+    return run
+
+
+REFUSALS = {
+    "edited metric": (_edit_metric, "metric", "act_sst2_lite: acc,none is"),
+    "missing task": (_missing_task, "missing-task", f"lacks 1 task(s) of {SUITE}: act_trec_lite"),
+    "missing samples file": (_missing_samples_file, "missing-task", "act_agnews_lite: no samples file samples_act_agnews_lite_"),
+    "limited run": (lambda runs, tmp: runs.limited, "limited", "was run with --limit 10"),
+    "wrong head-map hash": (_wrong_head_map_hash, "head-map", "the manifest says sha256:0000"),
+    "edited document": (_edited_document, "doc-hash", "act_mr_lite: 1 of 200 documents differ from the task data (doc_hash of doc_id 7)"),
+    "dropped document": (_dropped_document, "partial", "act_boolq_lite: the samples (filter none) hold 199 documents"),
+    "other task definition": (_other_definition, "task-definition", "act_sst2_lite: the run's task config differs from tasks/ in description"),
+    "malformed manifest: not JSON": (_invalid_json, "manifest", "is not valid JSON"),
+    "malformed manifest: unknown arm": (_unknown_arm, "manifest", "field 'arm' must be one of baseline, act, icl"),
+    "malformed manifest: missing field": (_no_hardware, "manifest", "lacks hardware"),
+    "manifest disagrees with the results": (_manifest_disagrees, "manifest", "seeds.random = 99"),
+    "duplicate: same samples": (_same_samples, "duplicate", "identical to those of accepted submission tiny-a.baseline"),
+    "duplicate: same configuration": (_same_configuration, "duplicate", "already holds baseline results of test/tiny-a"),
+    "prompts differ from the baseline": (_other_prompts, "pairing", "act_cb_lite: 56 of 56 prompts differ"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_each_bad_submission_is_refused_and_changes_nothing(case, runs, populated_root, tmp_path, capsys):
+    make, check, message = REFUSALS[case]
+    run = make(runs, tmp_path)
+    before = snapshot(populated_root)
+    assert submit(populated_root, run) == 2
+    err = capsys.readouterr().err
+    assert f"refused ({check}):" in err and message in err, err
+    assert "act-eval-submit-" not in err  # names the user's files, not the private copy
+    assert snapshot(populated_root) == before
+
+
+# ----------------------------------------------------------------------------- the board
+
+
+@pytest.fixture(scope="module")
+def board(runs, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("board") / "leaderboard"
+    for run in (runs.base_a, runs.act_a, runs.icl_a, runs.base_b, runs.act_b):
+        assert submit(root, run) == 0
+    assert main(["leaderboard", "build", "--root", str(root), "--resamples", "2000"]) == 0
+    return root
+
+
+def family_mean(run_dir: Path) -> float:
+    results = results_of(run_dir)["results"]
+    return float(np.mean([results[t]["acc,none"] for t in CLS_TASKS]))
+
+
+def test_board_values_and_differences_come_from_the_runs(runs, board):
+    from act_eval.compare import compare_runs
+
+    data = json.loads((board / "leaderboard.json").read_text())
+    (section,) = data["sections"]
+    assert section["subset"] == "lite" and list(section["families"]) == [SUITE]
+    assert section["families"][SUITE] == CLS_TASKS and section["metrics"] == {SUITE: "acc"}
+    rows = {(r["model"], r["arm"]): r for r in section["rows"]}
+    assert len(rows) == 5
+    base, act = rows[("test/tiny-a", "baseline")], rows[("test/tiny-a", "act")]
+    assert base["families"][SUITE]["value"] == pytest.approx(family_mean(runs.base_a))
+    assert base["families"][SUITE]["diff"] is None
+    assert act["families"][SUITE]["diff"] == pytest.approx(family_mean(runs.act_a) - family_mean(runs.base_a))
+    # ICL: the mean over seeds of each seed's family mean, with their spread
+    seeds = [family_mean(p.parent) for p in sorted(runs.icl_a.glob("seed_*/*/results_*.json"))]
+    icl = rows[("test/tiny-a", "icl")]["families"][SUITE]
+    assert icl["value"] == pytest.approx(np.mean(seeds)) and icl["std"] == pytest.approx(np.std(seeds, ddof=1))
+    assert icl["diff"] == pytest.approx(np.mean(seeds) - family_mean(runs.base_a))
+    # the significance is compare's, on the same settings: family mean and each task
+    report = compare_runs(load_run(runs.base_a), load_run(runs.act_a), tasks=CLS_TASKS, n_resamples=2000, seed=0)
+    mean = next(r for r in report.rows if r.task == "mean" and r.comparison == "act vs baseline")
+    assert act["families"][SUITE]["p"] == pytest.approx(mean.p_value)
+    assert (act["families"][SUITE]["low"], act["families"][SUITE]["high"]) == pytest.approx(
+        (mean.diff_low, mean.diff_high)
+    )
+    for r in report.rows:
+        if r.task != "mean":
+            assert (
+                act["tasks"][r.task]["p"] == pytest.approx(r.p_adjusted)
+                and act["tasks"][r.task]["verdict"] == r.verdict
+            )
+
+
+def test_cross_model_view_ranks_models_by_their_act_gain(runs, board):
+    data = json.loads((board / "leaderboard.json").read_text())
+    (section,) = data["sections"]
+    expected = {}
+    for model, base, act in (("test/tiny-a", runs.base_a, runs.act_a), ("test/tiny-b", runs.base_b, runs.act_b)):
+        b, a = results_of(base)["results"], results_of(act)["results"]
+        expected[model] = {t: a[t]["acc,none"] - b[t]["acc,none"] for t in CLS_TASKS}
+    models = section["models"]
+    assert [m["model"] for m in models] == sorted(expected, key=lambda m: -np.mean(list(expected[m].values())))
+    for m in models:
+        diffs = expected[m["model"]]
+        assert m["results"] == 9 and m["mean_diff"] == pytest.approx(np.mean(list(diffs.values())))
+        assert m["best_diff"] == pytest.approx(max(diffs.values())) == pytest.approx(diffs[m["best_task"]])
+    gains = section["gains"]
+    assert len(gains) == 18 and [g["diff"] for g in gains] == sorted((g["diff"] for g in gains), reverse=True)
+    for g in gains:
+        assert g["diff"] == pytest.approx(expected[g["model"]][g["task"]])
+        assert (g["p"] < 0.05) == (g["verdict"] != "no significant difference")
+
+
+def test_board_files_are_written_and_self_contained(board):
+    readme = (board / "README.md").read_text()
+    html = (board / "index.html").read_text()
+    plots = sorted((board / "plots").iterdir())
+    # forest plots: tiny-a's ACT with its ICL, tiny-b's ACT; and the cross-model heatmap
+    assert len(plots) == 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots)
+    for plot in plots:
+        assert f"plots/{plot.name}" in readme
+    assert html.count("data:image/png;base64,") == len(plots)
+    assert 'src="http' not in html and "<link" not in html, "the page loads nothing from elsewhere"
+    assert "## Submission format (version 1)" in readme and "| tiny-a | ACT (tiny-a.classification) |" in readme
+    assert "### Which model gains most from ACT" in readme
+    assert not [p for p in board.rglob(".*")]
+
+
+# ----------------------------------------------------------------------------- the page in a browser
+
+
+class DevTools:
+    """Chrome DevTools protocol over ``--remote-debugging-pipe`` (Chromium reads fd 3, writes fd 4); stdlib only."""
+
+    def __init__(self, binary: str) -> None:
+        to_chrome, self._write = os.pipe()
+        self._read, from_chrome = os.pipe()
+        # copies at fds >= 10 (so the dup2 onto 3 and 4 cannot overwrite one another), closed on exec;
+        # 3 and 4 themselves are made inheritable by dup2 and are the only descriptors Chromium keeps
+        child_in, child_out = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_chrome, from_chrome))
+
+        def wire() -> None:
+            os.dup2(child_in, 3)
+            os.dup2(child_out, 4)
+
+        self._profile = tempfile.mkdtemp(prefix="act-eval-cdp-")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                *FLAGS,
+                f"--user-data-dir={self._profile}",
+                "--remote-debugging-pipe",
+                "--window-size=1280,900",
+                "about:blank",
+            ],
+            preexec_fn=wire,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fd in (to_chrome, from_chrome, child_in, child_out):
+            os.close(fd)
+        self._buffer = b""
+        self._id = 0
+        self.events: list[dict] = []
+        self.session: str | None = None
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 30) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self._write, json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._next(timeout)
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str, timeout: float = 30) -> dict:
+        for event in self.events:
+            if event.get("method") == method:
+                return event
+        while True:
+            event = self._next(timeout)
+            self.events.append(event)
+            if event.get("method") == method:
+                return event
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(result["exceptionDetails"])
+        return result["result"].get("value")
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed, released) at the middle of the element."""
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1}
+            )
+
+    def _next(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._buffer:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no message from Chromium")
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise RuntimeError("Chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            self.session = None
+            self.send("Browser.close", timeout=10)
+        except (RuntimeError, TimeoutError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        os.close(self._write)
+        os.close(self._read)
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser_binary() -> str:
+    binary = chromium()
+    if binary is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium; .ci/extra.sh installs it in CI)")
+    return binary
+
+
+def test_page_renders_its_tables_in_chromium(board, browser_binary):
+    dom = run_chromium("--dump-dom", (board / "index.html").as_uri()).stdout
+    # the script ran (it marks every sortable table) and the board has one row per submission
+    assert dom.count('data-sortable="ready"') == dom.count('class="sortable')
+    assert dom.count('<tr data-id="') == 5
+
+
+def test_page_sorts_on_header_clicks_in_chromium(board, browser_binary):
+    cdp = DevTools(browser_binary)
+    try:
+        (page,) = [t for t in cdp.send("Target.getTargets")["targetInfos"] if t["type"] == "page"]
+        cdp.session = cdp.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
+        cdp.send("Page.enable")
+        cdp.send("Runtime.enable")
+        cdp.send("Page.navigate", {"url": (board / "index.html").as_uri()})
+        cdp.wait_event("Page.loadEventFired")
+        column = 'th[data-key="diff:act_classification_lite"]'
+        index = cdp.evaluate(
+            f"Array.from(document.querySelector({json.dumps(column)}).parentNode.children).indexOf(document.querySelector({json.dumps(column)}))"
+        )
+
+        def order() -> list:
+            return cdp.evaluate(
+                f"Array.from(document.querySelectorAll('#board-lite tbody tr')).map(r => r.cells[{index}].getAttribute('data-value'))"
+            )
+
+        def ids() -> list:
+            return cdp.evaluate("Array.from(document.querySelectorAll('#board-lite tbody tr')).map(r => r.dataset.id)")
+
+        start = ids()
+        values = [float(v) for v in order() if v]
+        assert len(values) == 3 and order()[0] == ""  # ACT a, ICL a, ACT b have a difference; baselines (first) none
+        cdp.click(column)
+        assert cdp.evaluate(f"document.querySelector({json.dumps(column)}).getAttribute('aria-sort')") == "descending"
+        clicked = order()
+        assert [float(v) for v in clicked[:3]] == sorted(values, reverse=True) and clicked[3:] == ["", ""]
+        cdp.click(column)
+        clicked = order()
+        assert [float(v) for v in clicked[:3]] == sorted(values) and clicked[3:] == ["", ""]
+        assert sorted(ids()) == sorted(start)  # rows move whole
+        cdp.click("#board-lite th:nth-child(2)")  # a text column: alphabetical
+        arms = cdp.evaluate(
+            "Array.from(document.querySelectorAll('#board-lite tbody tr')).map(r => r.cells[1].textContent)"
+        )
+        assert arms == sorted(arms, key=str.lower)
+        assert not [e for e in cdp.events if e.get("method") == "Runtime.exceptionThrown"]
+    finally:
+        cdp.close()
+
+
+def test_build_takes_the_screenshot_the_readme_shows(runs, board, browser_binary, tmp_path):
+    root = tmp_path / "shot" / "leaderboard"
+    shutil.copytree(board / "submissions", root / "submissions")
+    png = tmp_path / "shot" / "docs" / "img" / "leaderboard.png"
+    assert main(["leaderboard", "build", "--root", str(root), "--resamples", "200", "--screenshot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![the board in a browser](../docs/img/leaderboard.png)" in (root / "README.md").read_text()
