@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from act_eval.commands import add_model_run_options
 from pathlib import Path
 
 
@@ -28,12 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--heads", type=int, nargs="+", help="heads to draw (default: all); also drawn large, every token labelled"
     )
     parser.add_argument("--out", default="act-eval-inspect", help="output directory (default: ./act-eval-inspect)")
-    parser.add_argument("--include_path", action="append", default=[], help="extra task directory (repeatable)")
-    parser.add_argument(
-        "--no-builtin-tasks", dest="builtin_tasks", action="store_false",
-        help="index only act-eval's and --include_path tasks (faster)",
-    )
-    parser.add_argument("--device", help="e.g. cuda:0 or cpu (default: cuda if available)")
+    add_model_run_options(parser)
     parser.set_defaults(func=_run)
 
 

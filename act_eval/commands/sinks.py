@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from act_eval.commands import add_model_run_options
+
 TOP_TOKENS = 15  # rows of the printed table
 
 
@@ -21,12 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, help="documents per task (default: all)")
     parser.add_argument("--threshold", type=float, help="sink threshold (default: 0.1)")
     parser.add_argument("--out", default="act-eval-sinks", help="output directory (default: ./act-eval-sinks)")
-    parser.add_argument("--include_path", action="append", default=[], help="extra task directory (repeatable)")
-    parser.add_argument(
-        "--no-builtin-tasks", dest="builtin_tasks", action="store_false",
-        help="index only act-eval's and --include_path tasks (faster)",
-    )
-    parser.add_argument("--device", help="e.g. cuda:0 or cpu (default: cuda if available)")
+    add_model_run_options(parser)
     parser.set_defaults(func=_run)
 
 
