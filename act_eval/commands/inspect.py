@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from act_eval.commands import add_model_run_options
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
