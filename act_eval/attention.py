@@ -26,7 +26,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from act_eval.calibration import redistribute, sink_set
-from act_eval.head_map import HeadMap, HeadMapError, check_beta, check_fits, check_threshold
+from act_eval.head_map import HeadMap, check_beta, check_fits, check_threshold
 
 ACT_ATTENTION = "act"
 
@@ -283,8 +283,6 @@ def enable_act(
         head_map = load_head_map(head_map)
     elif not isinstance(head_map, HeadMap):
         head_map = HeadMap(model=model_id, heads=parse_heads(head_map, "act_heads: "), source="act_heads", **shape)
-    else:
-        pass
     check_fits(head_map, model_id=model_id, check_model=check_model, **shape)
     threshold = head_map.threshold if threshold is None else check_threshold(threshold)
     beta = head_map.beta if beta is None else check_beta(beta)
