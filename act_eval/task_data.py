@@ -150,7 +150,7 @@ def _load_from_hub(spec: DataSpec) -> dict[str, datasets.Dataset]:
     import datasets
 
     path, config = spec.hub
-    where = f"{path}" + (f" ({config})" if config else "")
+    where = path + (f" ({config})" if config else "")
     files = ", ".join(f"{spec.name}/{split}.jsonl" for split in spec.splits)
     if _offline():
         raise RuntimeError(

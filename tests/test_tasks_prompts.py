@@ -242,12 +242,22 @@ def test_text_protocol_scores_the_answer_text(name: str, act_tasks: dict) -> Non
 def test_open_qa_prompt_and_greedy_short_generation(name: str, act_tasks: dict) -> None:
     prompt, golds = QA_CASES[name]
     task = act_tasks[name]
+    doc = next(iter(task.eval_docs))
+    assert task.fewshot_context(doc, num_fewshot=0) == prompt
+    assert task.doc_to_target(doc)[: len(golds)] == golds
+    # 5-shot by default: five "Question: ...?\nAnswer: <first gold>" blocks between instruction and query
     [(context, gen_kwargs)] = first_requests(task)
-    assert context == prompt
+    instruction, query = prompt.split("\n\n")
+    head, *demos, tail = context.split("\n\n")
+    assert (head, tail) == (instruction, query)
+    assert len(demos) == 5
+    pool = {task.doc_to_text(d): task.doc_to_target(d)[0] for d in task.eval_docs}
+    for demo in demos:
+        question, answer = demo.split("\nAnswer: ")
+        assert pool[question + "\nAnswer:"] == answer
     assert gen_kwargs["do_sample"] is False
     assert gen_kwargs["until"] == ["\n", ".", ","]
     assert gen_kwargs["max_gen_toks"] == 32
-    assert _gold(task)[: len(golds)] == golds
 
 
 def test_triviaqa_questions_lose_the_reference_copys_csv_quoting(act_tasks: dict) -> None:
