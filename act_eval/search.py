@@ -7,10 +7,12 @@ numbers with far less work, using only what calibration provably leaves alone:
   values; one pass with every head "calibrated" at beta = 1 (which changes nothing) records the
   sink set of every head;
 * a head whose sink set is empty for an example cannot change it: no forward pass at all;
-* the other heads of a layer run together, one head per batch row (``ActHeads.row_heads``),
+* the other heads of a layer run batched, one head per copy of the rows (``ActHeads.row_heads``),
   starting at that layer from the recorded hidden states (the layers below are unchanged);
-* query rows before the first sink are unchanged in every later layer (causal attention), so
-  the pass starts at the first sink, reusing the recorded keys and values of earlier rows;
+* query rows before a head's first sink are unchanged in every later layer (causal attention),
+  so a pass starts at its heads' earliest first sink, reusing the recorded keys and values of
+  earlier rows; heads are grouped into passes by first sink (:func:`plan_passes`), so a head
+  whose sink comes late does not pay for one whose sink comes early;
 * only the positions whose log-probabilities are scored go through the LM head.
 
 :func:`naive_head_results` is the reference (lm-eval's way: full model, all logits) that tests
@@ -20,7 +22,7 @@ and ``benchmarks/bench_search.py`` compare against.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -65,6 +67,22 @@ def choice_logliks(log_probs: Tensor, example: Example, width: int) -> list[floa
     return values
 
 
+def compact_rows(example: Example) -> Example:
+    """The same example with every row that is a prefix of another row dropped.
+
+    Causal attention gives a prefix row the same log-probabilities as the longer row holds at
+    those positions (right padding only follows), and every row's prompt is the same context, so
+    each choice can be read from the longest row that contains its tokens. Two-row classification
+    examples (a one-token label beside a longer one) run one row instead of two.
+    """
+    rows = example.rows
+    keep = [r for r in rows if not any(len(o) > len(r) and o[: len(r)] == r for o in rows)]
+    keep = list(dict.fromkeys(keep))
+    where = {r: next(i for i, o in enumerate(keep) if o[: len(r)] == r) for r in rows}
+    choices = tuple((where[rows[row]], tokens) for row, tokens in example.choices)
+    return replace(example, rows=tuple(keep), choices=choices)
+
+
 def is_correct(logliks: list[float], gold: int) -> bool:
     """lm-eval's acc: the highest log-likelihood (first on ties) is the gold choice."""
     return max(range(len(logliks)), key=lambda i: (logliks[i], -i)) == gold
@@ -90,6 +108,7 @@ def _sliding_limit(model: nn.Module) -> int | None:
 class _Recorded:
     """What the two passes over one example leave for the per-head passes."""
 
+    example: Example  # compacted: the rows the passes run (:func:`compact_rows`)
     x: Tensor
     correct: bool
     logliks: list[float]
@@ -130,6 +149,7 @@ class HeadSearch:
 
     def record(self, example: Example) -> _Recorded:
         """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
+        example = compact_rows(example)
         x = pad_rows(example.rows, self.device)
         outputs: list = [None] * len(self.layers)
         hooks = [
@@ -152,7 +172,7 @@ class HeadSearch:
         with torch.no_grad(), self.rows.set(lengths), self._calibrating(states):
             self.model(x, use_cache=False, logits_to_keep=1)
             sinks = [states[layer].last_sinks for layer in range(len(self.modules))]
-        return _Recorded(x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
+        return _Recorded(example, x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
 
     @contextlib.contextmanager
     def _skip_below(self, layer: int, output) -> Iterator[None]:
@@ -165,18 +185,24 @@ class HeadSearch:
             for below in self.layers[:layer]:
                 del below.forward
 
-    def layer_results(self, example: Example, rec: _Recorded, layer: int) -> dict[int, list[float]]:
+    def layer_results(self, rec: _Recorded, layer: int) -> dict[int, list[float]]:
         """Log-likelihoods of every choice with each head of ``layer`` calibrated alone."""
         heads = self.shape["num_heads"]
         sinks = rec.sinks[layer]  # [R, H, W]
-        active = [h for h in range(heads) if bool(sinks[0, h].any())]
-        results = {h: rec.logliks for h in range(heads) if h not in active}
-        if not active:
-            return results
+        first = {h: int(sinks[0, h].nonzero()[0]) for h in range(heads) if bool(sinks[0, h].any())}
+        results = {h: rec.logliks for h in range(heads) if h not in first}
         rows, width = rec.x.shape
-        start = min(int(sinks[0, h].nonzero()[0]) for h in active)
         if self.sliding_limit is not None and width > self.sliding_limit:
-            start = 0  # a sliding-window cache would not hold the whole prefix
+            first = dict.fromkeys(first, 0)  # a sliding-window cache would not hold the whole prefix
+        order = sorted(first, key=lambda h: (first[h], h))
+        for group in plan_passes([first[h] for h in order], width, rows):
+            results.update(self._pass(rec, layer, order[group], first[order[group][0]]))
+        return results
+
+    def _pass(self, rec: _Recorded, layer: int, active: list[int], start: int) -> dict[int, list[float]]:
+        """One batched pass from ``layer`` and position ``start`` up, one head of ``active`` per copy of the rows."""
+        example = rec.example
+        rows, width = rec.x.shape
         n = len(active)
         state = self._state(active, self.settings.beta)
         row_heads = torch.zeros(rows * n, n, dtype=torch.bool, device=self.device)
@@ -188,7 +214,7 @@ class HeadSearch:
         if start > 0:
             from transformers import DynamicCache
 
-            state.resume(sinks[:, active].repeat(n, 1, 1), seen=start)
+            state.resume(rec.sinks[layer][:, active].repeat(n, 1, 1), seen=start)
             prefix = [(k[:, :, :start].repeat(n, 1, 1, 1), v[:, :, :start].repeat(n, 1, 1, 1)) for k, v in zip(rec.keys, rec.values)]
             cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)
         below = None
@@ -202,9 +228,32 @@ class HeadSearch:
         with torch.no_grad(), self.rows.set(lengths), self._calibrating({layer: state}), skip:
             out = self.model(x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example))
         log_probs = torch.log_softmax(out.logits.float(), -1)
-        for a, h in enumerate(active):
-            results[h] = choice_logliks(log_probs[a * rows : (a + 1) * rows], example, width)
-        return results
+        return {h: choice_logliks(log_probs[a * rows : (a + 1) * rows], example, width) for a, h in enumerate(active)}
+
+
+PASS_OVERHEAD = 8  # a forward pass's fixed cost, in token rows (Python and kernel launches over every layer)
+
+
+def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_OVERHEAD) -> list[slice]:
+    """Split heads sorted by first sink into consecutive groups, one batched pass each, at least total cost.
+
+    A group runs every copy from its earliest first sink, so batching heads whose sinks come late with
+    one whose sink comes early wastes the rows in between; a pass of its own costs ``overhead``.
+    Cost of a group = overhead + heads * rows * (width - start); solved exactly by dynamic programming.
+    """
+    n = len(starts)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j heads
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            cost = best[i] + overhead * rows + (j - i) * rows * (width - starts[i])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], n
+    while j > 0:
+        groups.append(slice(cut[j], j))
+        j = cut[j]
+    return groups[::-1]
 
 
 def naive_head_results(model: nn.Module, example: Example, layer: int, settings: Settings) -> dict[int, list[float]]:
@@ -258,7 +307,7 @@ def score_heads(
         else:
             per_head = {h: [] for h in range(search.shape["num_heads"])}
             for example, rec in zip(examples, recorded):
-                for head, logliks in search.layer_results(example, rec, layer).items():
+                for head, logliks in search.layer_results(rec, layer).items():
                     per_head[head].append(is_correct(logliks, example.gold))
                 bar.update(1)
             if checkpoint:
@@ -277,7 +326,7 @@ def map_correct(model: nn.Module, heads: dict[int, list[int]], examples: list[Ex
     states = {layer: search._state(sorted(hs), settings.beta) for layer, hs in heads.items() if hs}
     out = []
     with search._calibrating(states):
-        for example in examples:
+        for example in map(compact_rows, examples):
             x = pad_rows(example.rows, search.device)
             with torch.no_grad(), search.rows.set([example.prompt_len] * x.shape[0]):
                 logits = model(x, use_cache=False, logits_to_keep=_kept(example)).logits

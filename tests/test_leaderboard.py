@@ -168,6 +168,7 @@ def test_manifest_is_written_from_what_the_run_records(runs):
     }
     assert base["versions"]["lm_eval"] == recorded["lm_eval_version"]
     assert base["head_map"] is None and base["threshold"] is None
+    assert base["fewshot"]["num_fewshot"] is None and act["fewshot"]["num_fewshot"] is None  # each task's own shots
     assert [str(runs.base_a / r) for r in base["runs"]] == [str(load_run(runs.base_a).results_path)]
     # ACT: the unpublished map travels with the submission, with the hash of the file the run loaded
     map_file = json.loads(runs.maps["tiny-a"].read_text())
@@ -312,6 +313,12 @@ def _other_definition(runs: Runs, tmp: Path) -> Path:
     return run
 
 
+def _other_shots(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.act_a, tmp, "other_shots")  # a task run with --num_fewshot, not at its default
+    rewrite_json(load_run(run).results_path, lambda r: r["n-shot"].update({"act_sst2_lite": 2}))
+    return run
+
+
 def _invalid_json(runs: Runs, tmp: Path) -> Path:
     run = copy(runs.act_a, tmp, "invalid_json")
     (run / "manifest.json").write_text('{"format": "act-eval-submission",', encoding="utf-8")
@@ -361,6 +368,7 @@ REFUSALS = {
     "edited document": (_edited_document, "doc-hash", "act_mr_lite: 1 of 200 documents differ from the task data (doc_hash of doc_id 7)"),
     "dropped document": (_dropped_document, "partial", "act_boolq_lite: the samples (filter none) hold 199 documents"),
     "other task definition": (_other_definition, "task-definition", "act_sst2_lite: the run's task config differs from tasks/ in description"),
+    "task at other shots": (_other_shots, "manifest", "ran act_sst2_lite 2-shot (expected 0)"),
     "malformed manifest: not JSON": (_invalid_json, "manifest", "is not valid JSON"),
     "malformed manifest: unknown arm": (_unknown_arm, "manifest", "field 'arm' must be one of baseline, act, icl"),
     "malformed manifest: missing field": (_no_hardware, "manifest", "lacks hardware"),

@@ -44,13 +44,13 @@ def test_fast_search_equals_direct_evaluation(arch: str):
     ex = exs[0]
     rec = search.record(ex)
     for layer in range(3):
-        quick, slow = search.layer_results(ex, rec, layer), naive_head_results(model, ex, layer, SETTINGS)
+        quick, slow = search.layer_results(rec, layer), naive_head_results(model, ex, layer, SETTINGS)
         for head in range(4):
             assert max(abs(a - b) for a, b in zip(quick[head], slow[head])) < 1e-4
     # calibration made a difference somewhere, so the comparison above is not vacuous
     assert any(fast[(layer, head)] != fast[(-1, -1)] for layer in range(3) for head in range(4)) or any(
         abs(a - b) > 1e-3 for layer in range(3) for h in range(4)
-        for a, b in zip(search.layer_results(ex, rec, layer)[h], rec.logliks)
+        for a, b in zip(search.layer_results(rec, layer)[h], rec.logliks)
     )
 
 
@@ -90,3 +90,70 @@ def test_keep_rule_and_greedy():
 def test_family_names_expand_to_tasks():
     assert expand_tasks(["classification"])[0] == "act_sst2"
     assert expand_tasks(["act_multiple_choice", "act_sst2"])[-1] == "act_sst2"
+
+
+def test_compact_rows_drops_prefix_rows_and_keeps_every_choice():
+    from act_eval.search import compact_rows
+
+    ctx, a, b = (5, 6, 7, 8), (9, 10), (11, 12, 13)
+    ex = Example("synthetic", 0, (ctx, ctx + a[:1], ctx + b[:2]), len(ctx), ((0, (4,)), (1, a), (2, b)), 1)
+    small = compact_rows(ex)
+    assert small.rows == (ctx + a[:1], ctx + b[:2])  # the context row is a prefix of both
+    assert small.choices == ((0, (4,)), (0, a), (1, b))
+    model = tiny_model("llama")
+    enable_act(model, None, check_model=False)
+    for layer in range(3):  # same log-likelihoods from fewer rows, calibrated or not
+        full, compact = naive_head_results(model, ex, layer, SETTINGS), naive_head_results(model, small, layer, SETTINGS)
+        for head in range(4):
+            assert max(abs(x - y) for x, y in zip(full[head], compact[head])) < 1e-5
+
+
+def test_plan_passes_is_the_cheapest_grouping():
+    import itertools
+
+    from act_eval.search import plan_passes
+
+    def cost(groups, starts, width, rows, overhead):
+        return sum(overhead * rows + (g.stop - g.start) * rows * (width - starts[g.start]) for g in groups)
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        n = int(torch.randint(1, 7, (1,), generator=g))
+        starts = sorted(torch.randint(1, 60, (n,), generator=g).tolist())
+        plan = plan_passes(starts, 64, 2, overhead=8)
+        assert [i for s in plan for i in range(s.start, s.stop)] == list(range(n))  # every head once, in order
+        best = min(  # brute force over every set of cut points
+            cost([slice(a, b) for a, b in zip((0,) + cuts, cuts + (n,))], starts, 64, 2, 8)
+            for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+        )
+        assert cost(plan, starts, 64, 2, 8) == best
+    assert plan_passes([2, 3, 50, 51], 64, 1, overhead=8) == [slice(0, 2), slice(2, 4)]
+
+
+@pytest.mark.slow
+def test_fast_search_equals_direct_evaluation_on_real_smollm2(smollm2_path, monkeypatch):
+    """Real sinks come at different positions per head, so heads split into several passes."""
+    from lm_eval.models.huggingface import HFLM
+
+    from act_eval.search_data import held_out_examples
+
+    lm = HFLM(pretrained=smollm2_path, device="cpu", batch_size=1, dtype="float32")
+    model = lm.model.eval()
+    enable_act(model, None, check_model=False)
+    exs, _ = held_out_examples(lm, ["act_mr"], 1)
+    assert len(exs[0].rows) == 2  # a one-token label beside a two-token one: compacted to one row
+    passes = []
+    original = HeadSearch._pass
+    monkeypatch.setattr(HeadSearch, "_pass", lambda self, rec, layer, active, start: passes.append(start) or original(self, rec, layer, active, start))
+    settings = Settings()
+    search = HeadSearch(model, settings)
+    rec = search.record(exs[0])
+    changed = 0
+    for layer in (0, 29):
+        quick, slow = search.layer_results(rec, layer), naive_head_results(model, exs[0], layer, settings)
+        changed += sum(max(abs(a - b) for a, b in zip(quick[h], rec.logliks)) > 1e-3 for h in range(9))
+        for head in range(9):
+            assert max(abs(a - b) / abs(b) for a, b in zip(quick[head], slow[head])) < 1e-5, (layer, head)
+            assert is_correct(quick[head], exs[0].gold) == is_correct(slow[head], exs[0].gold)
+    assert len(set(passes)) > 2 and min(passes) > 0
+    assert changed > 0  # calibration moved some log-likelihoods: the agreement is not vacuous

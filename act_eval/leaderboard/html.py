@@ -13,7 +13,7 @@ from pathlib import Path
 
 from act_eval.leaderboard.board import Board, Cell, Detail, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
-from act_eval.leaderboard.manifest import short_name
+from act_eval.leaderboard.manifest import short_name, shots_label
 from act_eval.leaderboard.render import (
     SUBSET_TITLES,
     points,
@@ -219,7 +219,7 @@ def _submissions(board: Board) -> list[str]:
             _td(s.manifest.model.weights, title=s.manifest.model.file_hash),
             _td(s.manifest.arm_label),
             _td(s.manifest.suite),
-            _num(s.manifest.fewshot.num_fewshot, str(s.manifest.fewshot.num_fewshot)),
+            _num(s.manifest.fewshot.num_fewshot or 0, shots_label(s.manifest)),
             _td(f"{s.manifest.versions.lm_eval} / {s.manifest.versions.transformers} / {s.manifest.versions.act_eval}"),
             _td(s.manifest.hardware),
             _td(s.manifest.date),

@@ -53,7 +53,7 @@ class HeadMapRef:
 
 @dataclass(frozen=True)
 class FewShot:
-    num_fewshot: int
+    num_fewshot: int | None  # None: every task at its own default from tasks/ (baseline, act); k: all at k (icl)
     seeds: tuple[int | None, ...]  # the few-shot seed of each run, in the order of ``runs``
     apply_chat_template: bool
     fewshot_as_multiturn: bool
@@ -116,6 +116,14 @@ class Manifest:
 def short_name(model_id: str) -> str:
     """``HuggingFaceTB/SmolLM2-135M-Instruct`` -> ``SmolLM2-135M-Instruct``, for ids and tables."""
     return model_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+def shots_label(manifest: Manifest) -> str:
+    """The few-shot setting in words, for tables."""
+    f = manifest.fewshot
+    if f.num_fewshot is None:
+        return "task defaults"
+    return f"{f.num_fewshot} (seeds {', '.join(map(str, f.seeds))})"
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -182,7 +190,7 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
 
     s = f.object(top["fewshot"], "fewshot", ("num_fewshot", "seeds", "apply_chat_template", "fewshot_as_multiturn"))
     fewshot = FewShot(
-        num_fewshot=f.integer(s["num_fewshot"], "fewshot.num_fewshot", minimum=0),
+        num_fewshot=f.integer(s["num_fewshot"], "fewshot.num_fewshot", minimum=0, nullable=True),
         seeds=tuple(
             f.integer(x, f"fewshot.seeds[{i}]", nullable=True)
             for i, x in enumerate(f.array(s["seeds"], "fewshot.seeds"))
@@ -193,10 +201,10 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     if len(fewshot.seeds) != len(runs):
         f.fail("fewshot.seeds", f"must give one few-shot seed per run ({len(runs)} runs)", list(fewshot.seeds))
     if arm == "icl":
-        if fewshot.num_fewshot < 1 or len(runs) < 2:
+        if fewshot.num_fewshot is None or fewshot.num_fewshot < 1 or len(runs) < 2:
             f.fail("fewshot", "the icl arm needs num_fewshot >= 1 and at least two runs (one per few-shot seed)", s)
-    elif fewshot.num_fewshot != 0 or len(runs) != 1:
-        f.fail("fewshot", f"the {arm} arm is one zero-shot run (num_fewshot 0, one entry in runs)", s)
+    elif fewshot.num_fewshot is not None or len(runs) != 1:
+        f.fail("fewshot", f"the {arm} arm is one run at the tasks' own shots (num_fewshot null, one entry in runs)", s)
 
     seeds = f.object(top["seeds"], "seeds", ("random", "numpy", "torch"))
     versions = f.object(top["versions"], "versions", ("lm_eval", "transformers", "act_eval"))

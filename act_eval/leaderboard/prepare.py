@@ -89,7 +89,7 @@ def prepare_manifest(
         subset=load_suite(suite_name).subset,
         tasks=tuple(first.tasks),
         fewshot=FewShot(
-            num_fewshot=max((first.n_shot(t) or 0) for t in first.tasks),
+            num_fewshot=max((first.n_shot(t) or 0) for t in first.tasks) if arm == "icl" else None,
             seeds=tuple(run.fewshot_seed for run in runs),
             apply_chat_template=bool(first.results.get("chat_template")),
             fewshot_as_multiturn=bool(first.results.get("fewshot_as_multiturn")),

@@ -14,7 +14,7 @@ from importlib import resources
 from act_eval.compare import format_report
 from act_eval.leaderboard.board import Board, Cell, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
-from act_eval.leaderboard.manifest import short_name
+from act_eval.leaderboard.manifest import short_name, shots_label
 
 JSON_FORMAT = "act-eval-leaderboard"
 SUBSET_TITLES = {"lite": "Lite subset (at most 200 documents per task)", "full": "Full evaluation splits"}
@@ -145,7 +145,7 @@ def _submissions_markdown(board: Board) -> list[str]:
     ]
     for s in board.submissions:
         m = s.manifest
-        shots = f"{m.fewshot.num_fewshot} (seeds {', '.join(map(str, m.fewshot.seeds))})" if m.arm == "icl" else "0"
+        shots = shots_label(m)
         out.append(
             f"| `{s.id}` | {m.model.id} | `{m.model.weights}` | {m.arm_label} | {m.suite} | {shots} | {m.versions.lm_eval} | "
             f"{m.versions.transformers} | {m.versions.act_eval} | {m.hardware} | {m.date} | {s.accepted} |"

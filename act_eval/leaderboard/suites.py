@@ -53,6 +53,10 @@ class Suite:
             )
         return self._hashes[task]
 
+    def default_shots(self, task: str) -> int:
+        """The task's own ``num_fewshot`` (what a run without ``--num_fewshot`` uses)."""
+        return int(self.task_objects[task].config.num_fewshot or 0)
+
     def definition(self, task: str) -> dict[str, Any]:
         """The task's config as a results file logs it, less :data:`NOT_COMPARED` (plus its version)."""
         from lm_eval.utils import handle_non_serializable

@@ -72,6 +72,7 @@ def verify_submission(path: Path) -> Checked:
     suite = load_suite(manifest.suite)
     for index, run in enumerate(runs):
         _check_recorded(manifest, run, index)
+        _check_shots(manifest, run, suite)
     _check_tasks(manifest, runs, suite)
     infos: dict[str, TaskInfo] = {}
     for run in runs:
@@ -101,6 +102,17 @@ def _load_runs(path: Path, manifest: Manifest) -> tuple[Run, ...]:
     return runs
 
 
+def _check_shots(manifest: Manifest, run: Run, suite: Suite) -> None:
+    """Baseline and ACT run every task at its own default (open QA 5-shot, the rest zero-shot); ICL all at k."""
+    k = manifest.fewshot.num_fewshot
+    want = {task: suite.default_shots(task) if k is None else k for task in run.tasks if task in suite.tasks}
+    wrong = {task: run.n_shot(task) for task in want if run.n_shot(task) != want[task]}
+    if wrong:
+        said = "the tasks' own shots (num_fewshot null)" if k is None else f"fewshot.num_fewshot = {k}"
+        ran = ", ".join(f"{task} {shots}-shot (expected {want[task]})" for task, shots in sorted(wrong.items()))
+        raise SubmissionError("manifest", f"the manifest says {said} but {run} ran {ran}")
+
+
 def _check_recorded(manifest: Manifest, run: Run, index: int) -> None:
     """The manifest's fields that the results file also records (``run`` is ``manifest.runs[index]``) must say the same."""
     config = run.results.get("config", {})
@@ -123,11 +135,6 @@ def _check_recorded(manifest: Manifest, run: Run, index: int) -> None:
     for name, (said, found) in recorded.items():
         if said != found:
             raise SubmissionError("manifest", f"the manifest says {name} = {said!r} but {run} records {found!r}")
-    shots = {task: run.n_shot(task) for task in run.tasks if run.n_shot(task) != manifest.fewshot.num_fewshot}
-    if shots:
-        raise SubmissionError(
-            "manifest", f"the manifest says fewshot.num_fewshot = {manifest.fewshot.num_fewshot} but {run} ran {shots}"
-        )
     args = model_args_dict(manifest.model.model_args)
     pretrained = args.get("pretrained")
     identity = model_identity(pretrained) if isinstance(pretrained, str) else None
