@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -226,9 +227,31 @@ def test_icl_command_runs_seeds_and_feeds_compare(runs, capsys, tmp_path):
     # the manifest directory is one ICL arm for compare
     report = run_json(capsys, runs.base, runs.act, "--icl", out)
     assert any(r["comparison"] == "icl-1shot vs baseline" for r in report["rows"])
-    # an output directory is never reused
+    # resumable: the same command reads the finished seeds instead of running them again
+    files = sorted(out.rglob("results_*.json"))
     with quick_env_info():
-        assert main(args) == 2
-    assert "already holds an ICL run" in capsys.readouterr().err
+        assert main(args) == 0
+    assert "seed 0: finished earlier" in capsys.readouterr().out
+    assert sorted(out.rglob("results_*.json")) == files and json.loads((out / "icl.json").read_text()) == manifest
+    # interrupted during seed 1 (no manifest yet, no seed 1 run): only seed 1 runs again
+    shutil.rmtree(out / "seed_1")
+    (out / "icl.json").unlink()
+    with quick_env_info():
+        assert main(args) == 0
+    assert json.loads((out / "icl.json").read_text())["seeds"] == [0, 1]
+    assert sorted(out.rglob("results_*.json"))[0] == files[0]  # seed 0 untouched
+    # extended with another seed (e.g. run by a second process): the arm grows to three seeds
+    with quick_env_info():
+        assert main([*args[:10], "--seeds", "1", "2", *args[13:]]) == 0
+    assert json.loads((out / "icl.json").read_text())["seeds"] == [0, 1, 2]
+    # other settings in the same directory are refused, never mixed in
+    with quick_env_info():
+        assert main([*args[:8], "-k", "2", *args[10:]]) == 2
+    assert "already holds an ICL run with other settings" in capsys.readouterr().err
+    other = tmp_path / "other"
+    shutil.copytree(out / "seed_0", other / "seed_1")  # a seed-0 run where seed 1 belongs
+    with quick_env_info():
+        assert main([*args[:-7], "--output_path", str(other), *args[-5:]]) == 2
+    assert "holds a run with other settings (few-shot seed: 0, not 1)" in capsys.readouterr().err
     assert main(["icl", "run", *args[2:8], "-k", "0", "--output_path", str(tmp_path / "zero")]) == 2
     assert "at least one demonstration" in capsys.readouterr().err

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from act_eval.head_map import atomic_write_text
+
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
@@ -77,7 +79,12 @@ def run_icl(
     device: str | None = None,
     bootstrap_iters: int = 100_000,
 ) -> Path:
-    """Evaluate ``tasks`` at ``num_fewshot`` shots once per seed; return the ``icl.json`` manifest path."""
+    """Evaluate ``tasks`` at ``num_fewshot`` shots once per seed; return the ``icl.json`` manifest path.
+
+    Resumable: a seed whose directory already holds a finished run of the same settings is read,
+    not run again, so an interrupted job restarts where it stopped, and an existing ICL run of the
+    same settings can be extended with more seeds (e.g. seeds run by several processes at once).
+    """
     from lm_eval.api.registry import get_model
     from lm_eval.tasks import TaskManager
 
@@ -90,8 +97,17 @@ def run_icl(
         raise ValueError(f"give at least two distinct few-shot seeds, got {list(seeds)}")
     out = Path(output_path)
     manifest = out / ICL_MANIFEST
+    settings = {"num_fewshot": num_fewshot, "tasks": list(tasks), "model": model}
+    recorded: dict[int, str] = {}
     if manifest.exists():
-        raise ValueError(f"{out} already holds an ICL run ({manifest}); choose a new --output_path")
+        existing = json.loads(manifest.read_text(encoding="utf-8"))
+        if {k: existing.get(k) for k in settings} != settings:
+            raise ValueError(
+                f"{out} already holds an ICL run with other settings ({manifest}: "
+                f"k={existing.get('num_fewshot')}, tasks={existing.get('tasks')}, model={existing.get('model')}); "
+                "choose a new --output_path"
+            )
+        recorded = dict(zip(existing["seeds"], existing["runs"]))
     paths = [str(p) for p in include_path]
     if resource_dir("tasks").is_dir():
         paths.insert(0, str(resource_dir("tasks")))
@@ -102,9 +118,16 @@ def run_icl(
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    lm = get_model(model).create_from_arg_obj(dict(model_args), {"batch_size": batch_size, "device": device})
+    lm = None
     runs: list[str] = []
     for seed in seeds:
+        written = finished_run(out / f"seed_{seed}", model_args, tasks, num_fewshot, seed, limit)
+        if written is not None:
+            print(f"seed {seed}: finished earlier, reading {written}")
+            runs.append(str(written.relative_to(out)))
+            continue
+        if lm is None:
+            lm = get_model(model).create_from_arg_obj(dict(model_args), {"batch_size": batch_size, "device": device})
         written = evaluate_and_save(
             lm,
             model_args,
@@ -123,15 +146,43 @@ def run_icl(
         if zero_shot:
             raise ValueError(f"task(s) {', '.join(zero_shot)} fix num_fewshot: 0 in their config; they cannot run as ICL")
         runs.append(str(written.relative_to(out)))
-    manifest.write_text(
-        json.dumps(
-            {"num_fewshot": num_fewshot, "seeds": list(seeds), "tasks": list(tasks), "model": model, "runs": runs},
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    if manifest.exists():  # another process may have added seeds meanwhile
+        recorded = dict(zip(*(json.loads(manifest.read_text(encoding="utf-8"))[k] for k in ("seeds", "runs"))))
+    recorded.update(zip(seeds, runs))
+    body = {**settings, "seeds": list(recorded), "runs": list(recorded.values())}
+    atomic_write_text(manifest, json.dumps(body, indent=2) + "\n")
     return manifest
+
+
+def finished_run(
+    seed_dir: Path, model_args: dict[str, Any], tasks: Sequence[str], num_fewshot: int, seed: int, limit: float | None
+) -> Path | None:
+    """The results file of a finished run of exactly these settings in ``seed_dir``, or None if there is none.
+
+    A run with other settings there is an error rather than something to overwrite silently.
+    """
+    from act_eval.samples import load_run
+
+    if not any(seed_dir.glob("*/results_*.json")):
+        return None
+    run = load_run(seed_dir)
+    config = run.results.get("config", {})
+    ran = set(run.tasks) | set(run.results.get("group_subtasks", {}))
+    found = {
+        "few-shot seed": config.get("fewshot_seed"),
+        "model_args": config.get("model_args"),
+        "limit": config.get("limit"),
+        "shots": sorted({run.n_shot(t) for t in run.tasks}),
+        "tasks": sorted(set(tasks) & ran),
+    }
+    wanted = {"few-shot seed": seed, "model_args": dict(model_args), "limit": limit, "shots": [num_fewshot], "tasks": sorted(tasks)}
+    differ = [k for k in wanted if found[k] != wanted[k]]
+    if differ:
+        raise ValueError(
+            f"{seed_dir} holds a run with other settings ({', '.join(f'{k}: {found[k]!r}, not {wanted[k]!r}' for k in differ)}); "
+            "choose a new --output_path or remove that directory"
+        )
+    return run.results_path
 
 
 def evaluate_and_save(
