@@ -191,10 +191,21 @@ def load_icl_runs(paths: Sequence[str | Path]) -> list[Run]:
     return runs
 
 
+def expand_group(name: str, runs: Sequence[Run]) -> list[str]:
+    """A group name (``act_classification_lite``) as its leaf tasks, from the runs' ``group_subtasks``; a task as itself."""
+    for run in runs:
+        subtasks = run.results.get("group_subtasks", {})
+        if subtasks.get(name):
+            return [t for child in subtasks[name] for t in expand_group(child, runs)]
+    return [name]
+
+
 def select_tasks(runs: dict[str, Run | Sequence[Run]], tasks: Sequence[str] | None = None) -> list[str]:
-    """The tasks to compare: ``tasks`` if given (each must be in every run), else every run's tasks, which must agree."""
+    """The tasks to compare: ``tasks`` if given (each must be in every run; a group stands for its tasks), else
+    every run's tasks, which must agree."""
     flat = [(name, run) for name, group in runs.items() for run in (group if isinstance(group, Sequence) else [group])]
     if tasks:
+        tasks = [t for name in tasks for t in expand_group(name, [run for _, run in flat])]
         for name, run in flat:
             missing = [t for t in tasks if t not in run.tasks]
             if missing:
@@ -209,7 +220,7 @@ def select_tasks(runs: dict[str, Run | Sequence[Run]], tasks: Sequence[str] | No
             only_run = sorted(set(run.tasks) - set(reference.tasks))
             raise ValueError(
                 f"runs cover different tasks: only in {reference_name} ({reference}): {', '.join(only_ref) or '-'}; "
-                f"only in {name} ({run}): {', '.join(only_run) or '-'}; pass --tasks to compare the shared ones"
+                f"only in {name} ({run}): {', '.join(only_run) or '-'}; pass --tasks (tasks or a group) to compare the shared ones"
             )
     if not reference.tasks:
         raise ValueError(f"{reference_name} run {reference} has no tasks with samples")

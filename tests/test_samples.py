@@ -197,6 +197,18 @@ def test_pairing_refuses_different_tasks(runs):
         S.select_tasks({"baseline": base, "act": cls_only}, ["tiny_yesno"])
 
 
+
+def test_a_group_name_selects_its_tasks(runs, tmp_path):
+    """``--tasks act_classification_lite`` works as in lm-eval: the group's leaf tasks, nested groups expanded."""
+    base = S.load_run(runs.base)
+    suite = {"suite": ["family"], "family": ["tiny_cls", "tiny_yesno"]}  # as lm-eval records nested groups
+    grouped = S.Run(base.results_path, {**base.results, "group_subtasks": suite})
+    cls_only = S.load_run(runs.cls_only)
+    assert S.select_tasks({"baseline": grouped, "act": base}, ["suite"]) == ["tiny_cls", "tiny_yesno"]
+    with pytest.raises(ValueError, match="act run .* has no samples for task\\(s\\) tiny_yesno"):
+        S.select_tasks({"baseline": grouped, "act": cls_only}, ["family"])
+
+
 # ----------------------------------------------------------------------------- ICL runs
 
 
