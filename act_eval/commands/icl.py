@@ -149,6 +149,7 @@ def run_icl(
     if manifest.exists():  # another process may have added seeds meanwhile
         recorded = dict(zip(*(json.loads(manifest.read_text(encoding="utf-8"))[k] for k in ("seeds", "runs"))))
     recorded.update(zip(seeds, runs))
+    recorded = dict(sorted(recorded.items()))
     body = {**settings, "seeds": list(recorded), "runs": list(recorded.values())}
     atomic_write_text(manifest, json.dumps(body, indent=2) + "\n")
     return manifest
