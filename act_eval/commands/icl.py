@@ -98,7 +98,6 @@ def run_icl(
     out = Path(output_path)
     manifest = out / ICL_MANIFEST
     settings = {"num_fewshot": num_fewshot, "tasks": list(tasks), "model": model}
-    recorded: dict[int, str] = {}
     if manifest.exists():
         existing = json.loads(manifest.read_text(encoding="utf-8"))
         if {k: existing.get(k) for k in settings} != settings:
@@ -107,7 +106,6 @@ def run_icl(
                 f"k={existing.get('num_fewshot')}, tasks={existing.get('tasks')}, model={existing.get('model')}); "
                 "choose a new --output_path"
             )
-        recorded = dict(zip(existing["seeds"], existing["runs"]))
     paths = [str(p) for p in include_path]
     if resource_dir("tasks").is_dir():
         paths.insert(0, str(resource_dir("tasks")))
@@ -146,7 +144,8 @@ def run_icl(
         if zero_shot:
             raise ValueError(f"task(s) {', '.join(zero_shot)} fix num_fewshot: 0 in their config; they cannot run as ICL")
         runs.append(str(written.relative_to(out)))
-    if manifest.exists():  # another process may have added seeds meanwhile
+    recorded: dict[int, str] = {}
+    if manifest.exists():  # read now, not at the start: another process may have added seeds meanwhile
         recorded = dict(zip(*(json.loads(manifest.read_text(encoding="utf-8"))[k] for k in ("seeds", "runs"))))
     recorded.update(zip(seeds, runs))
     recorded = dict(sorted(recorded.items()))
