@@ -2,7 +2,7 @@
 
 Data flow: head map (:mod:`act_eval.head_map`) -> attention function
 (:mod:`act_eval.attention`, math in :mod:`act_eval.calibration`) -> model wrapper
-(:mod:`act_eval.hf_act`) -> lm-eval -> logged samples -> statistics -> leaderboard.
+(:mod:`act_eval.hf_act`, on :mod:`act_eval.hf_fast`) -> lm-eval -> logged samples -> statistics -> leaderboard.
 
 Kept import-light (no torch here): the package is imported at interpreter start-up by the
 lm-eval registration hook.

@@ -1,4 +1,4 @@
-"""Register ``hf-act`` with lm-eval 0.4.13, which has no plugin discovery.
+"""Register ``hf-act`` and ``hf-fast`` with lm-eval 0.4.13, which has no plugin discovery.
 
 Imported at interpreter start-up by ``act_eval_lm_eval_hook.pth``. It costs nothing unless
 the process imports lm-eval: a meta-path finder waits for ``lm_eval.api.registry`` to be
@@ -13,18 +13,18 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-MODEL_NAME = "hf-act"
-MODEL_TARGET = "act_eval.hf_act:HFActLM"
+MODELS = {"hf-act": "act_eval.hf_act:HFActLM", "hf-fast": "act_eval.hf_fast:HFFastLM"}
 _REGISTRY_MODULE = "lm_eval.api.registry"
 
 
 def register(registry_module) -> None:
-    """Register the placeholder; built-in models first, since lm-eval only imports them into an empty registry."""
+    """Register the placeholders; built-in models first, since lm-eval only imports them into an empty registry."""
     import lm_eval.models  # noqa: F401  (fills the registry with the built-in placeholders)
 
     registry = registry_module.model_registry
-    if MODEL_NAME not in registry:
-        registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in registry:
+            registry.register(name, target=target)
 
 
 class _RegistryLoader(importlib.abc.Loader):

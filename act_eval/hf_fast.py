@@ -1,0 +1,133 @@
+"""``hf-fast``: lm-eval's ``hf`` model, computing logits only where a request is scored.
+
+HFLM asks the model for logits at every position of every row and log-softmaxes them all,
+though a loglikelihood request scores only its continuation's positions. With a large
+vocabulary that is most of the work: on Gemma-3-270M (262k-entry vocabulary) the output
+projection and its log-softmax cost more than the 18 transformer layers
+(``benchmarks/bench_scoring.py``). transformers' causal LMs take ``logits_to_keep=K`` (logits
+for the last K positions only), and HFLM already reads logits shorter than its input (its
+offset for virtual tokens), so asking for the smallest K that covers every row's scored span
+gives the same log-likelihoods from a fraction of the work.
+
+Rows are tied to requests as ``hf-act`` needs them too (it subclasses this): lm-eval
+right-pads loglikelihood batches with token 0 and passes no attention mask, so before
+delegating to HFLM the wrapper records, for every request, the token window HFLM will feed
+and its context length; ``_model_call`` recovers each row's context length by matching its
+unpadded prefix. A row it cannot match (lm-eval's batch-size probe) keeps all its logits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from act_eval.models import resolve_pretrained
+
+log = logging.getLogger(__name__)
+
+
+@register_model("hf-fast")
+class HFFastLM(HFLM):
+    """HFLM that computes logits only at the positions loglikelihood requests score.
+
+    Takes ``hf``'s model args; ``pretrained`` may also name an embedded model
+    (``act-eval models list``). Generation is ``hf``'s, unchanged.
+    """
+
+    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+        if isinstance(pretrained, str):
+            pretrained = resolve_pretrained(pretrained)
+        super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_across_cpu_processes()
+        # window length -> window tokens -> (context length of its first request, smallest context length)
+        self._windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
+        self._logits_to_keep: int | None = None
+        self._trims = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        if self._trims:
+            self.model.register_forward_pre_hook(self._pass_logits_to_keep, with_kwargs=True)
+        else:
+            log.warning("%s takes no logits_to_keep: computing logits at every position, as hf does", type(self.model).__name__)
+
+    def _shard_across_cpu_processes(self) -> None:
+        """Make a multi-process CPU launch split the documents across processes.
+
+        (``ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m lm_eval ...``; ``accelerate
+        launch --cpu`` starts a single process.) HFLM keeps the Accelerator of a multi-process
+        launch but shards the work only when it counts more than one GPU, so on CPU every
+        process would evaluate every document.
+        """
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and self._world_size == 1 and accelerator.num_processes > 1:
+            self._rank = accelerator.local_process_index
+            self._world_size = accelerator.num_processes
+
+    def _pass_logits_to_keep(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        if self._logits_to_keep is not None:
+            kwargs["logits_to_keep"] = self._logits_to_keep
+        return args, kwargs
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+        windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
+        for _, context, continuation in requests:
+            window = tuple((context + continuation)[-(self.max_length + 1):][:-1])
+            prompt = len(window) - (len(continuation) - 1)
+            known = windows.setdefault(len(window), {})
+            first, shortest = known.setdefault(window, (prompt, prompt))
+            if prompt != first:
+                known[window] = (first, min(shortest, prompt))
+        self._windows = windows
+        try:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        finally:
+            self._windows = {}
+
+    def _match(self, row: list[int]) -> tuple[int, int] | None:
+        """(first, smallest) context length of a right-padded row: the longest recorded window it starts with."""
+        end = len(row)
+        while True:
+            found = self._windows.get(end, {}).get(tuple(row[:end]))
+            if found is not None:
+                return found
+            if end == 0 or row[end - 1] != 0:
+                return None
+            end -= 1
+
+    def _scoring(self, prompts: list[int | None], length: int) -> contextlib.AbstractContextManager:
+        """Context for one forward pass over rows padded to ``length`` with these context lengths (None: no request)."""
+        return contextlib.nullcontext()
+
+    def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
+        if attn_mask is not None or not self._windows:
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        matches = [self._match(row) for row in inps.tolist()]
+        keep = scored_tail(inps.shape[1], [None if m is None else m[1] for m in matches]) if self._trims else None
+        with self._scoring([None if m is None else m[0] for m in matches], inps.shape[1]), self._keeping(keep):
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+    @contextlib.contextmanager
+    def _keeping(self, keep: int | None) -> Iterator[None]:
+        self._logits_to_keep = keep
+        try:
+            yield
+        finally:
+            self._logits_to_keep = None
+
+
+def scored_tail(length: int, prompts: list[int | None]) -> int | None:
+    """Positions to keep at the end of rows padded to ``length``, or None for all of them.
+
+    A row whose context is ``p`` tokens scores the logits at positions ``p - 1`` onwards (the
+    last context token predicts the first continuation token), so the tail must reach back to
+    the smallest ``p - 1``. A row with no known context (None) needs every position.
+    """
+    if not prompts or any(p is None for p in prompts):
+        return None
+    keep = length - (min(prompts) - 1)
+    return None if keep >= length else keep
