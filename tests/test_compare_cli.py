@@ -216,6 +216,7 @@ def test_icl_command_runs_seeds_and_feeds_compare(runs, capsys, tmp_path):
         results = json.loads((out / rel).read_text())
         assert rel.startswith(f"seed_{seed}/tiny/results_")
         assert results["config"]["fewshot_seed"] == seed and results["n-shot"]["tiny_cls"] == 1
+        assert results["config"]["model"] == "dummy"  # the model type, as `lm_eval --model dummy` records it
     printed = capsys.readouterr().out
     assert "| task | k | seed 0 | seed 1 | mean ± std |" in printed
     values = [100 * json.loads((out / rel).read_text())["results"]["tiny_cls"]["acc,none"] for rel in manifest["runs"]]

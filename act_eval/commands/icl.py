@@ -132,6 +132,7 @@ def run_icl(
             tasks,
             out / f"seed_{seed}",
             task_manager=task_manager,
+            model_type=model,
             num_fewshot=num_fewshot,
             limit=limit,
             batch_size=batch_size,
@@ -192,12 +193,15 @@ def evaluate_and_save(
     output_path: str | Path,
     *,
     task_manager: TaskManager,
+    model_type: str | None = None,
     **evaluate_kwargs: Any,
 ) -> Path:
     """One ``simple_evaluate`` call saved as ``lm_eval --output_path OUT --log_samples`` saves it; returns the results file.
 
     ``model`` is an lm-eval model name or an already loaded LM (then ``model_args`` only names
-    the output directory, as lm-eval's tracker takes the name from ``pretrained=``).
+    the output directory, as lm-eval's tracker takes the name from ``pretrained=``, and
+    ``model_type`` is recorded as the results' ``config.model``, where the CLI records the
+    ``--model`` it was given and ``simple_evaluate`` would put the weights' path).
     """
     from lm_eval import evaluator
     from lm_eval.loggers import EvaluationTracker
@@ -213,6 +217,8 @@ def evaluate_and_save(
         **evaluate_kwargs,
     )
     samples = results.pop("samples")
+    if model_type is not None:
+        results["config"]["model"] = model_type
     # as lm-eval's CLI (_cli/run.py): aggregated results first (this sets the date id), then samples
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
