@@ -40,6 +40,8 @@ class HFActLM(HFFastLM):
     ``act_check_model`` (refuse a map made for another model; default true).
     """
 
+    PROMPT_SENSITIVE = True
+
     def __init__(
         self,
         pretrained: Any,

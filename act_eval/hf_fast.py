@@ -41,6 +41,9 @@ class HFFastLM(HFLM):
     (``act-eval models list``). Generation is ``hf``'s, unchanged.
     """
 
+    # whether the forward pass depends on where each row's prompt ends (hf-act: the sink set)
+    PROMPT_SENSITIVE = False
+
     def __init__(self, pretrained: Any, **kwargs: Any) -> None:
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
@@ -75,6 +78,7 @@ class HFFastLM(HFLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
+        ambiguous = 0
         for _, context, continuation in requests:
             window = tuple((context + continuation)[-(self.max_length + 1):][:-1])
             prompt = len(window) - (len(continuation) - 1)
@@ -82,6 +86,12 @@ class HFFastLM(HFLM):
             first, shortest = known.setdefault(window, (prompt, prompt))
             if prompt != first:
                 known[window] = (first, min(shortest, prompt))
+                ambiguous += 1
+        if ambiguous and self.PROMPT_SENSITIVE:
+            log.warning(
+                "%d request(s) feed the same tokens as another with a different context length; "
+                "the first one's context is taken as the prompt", ambiguous,
+            )
         self._windows = windows
         try:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
