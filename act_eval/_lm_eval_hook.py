@@ -2,7 +2,7 @@
 
 Imported at interpreter start-up by ``act_eval_lm_eval_hook.pth``. It costs nothing unless
 the process imports lm-eval: a meta-path finder waits for ``lm_eval.api.registry`` to be
-imported and then registers a lazy ``module:Class`` placeholder, so plain
+imported and then registers lazy ``module:Class`` placeholders, so plain
 ``lm_eval --model hf-act``, ``python -m lm_eval`` and ``accelerate launch -m lm_eval`` all
 see the model type while nothing of act-eval (or torch) is imported until it is used.
 """
