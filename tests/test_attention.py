@@ -16,7 +16,10 @@ from act_eval.attention import (
     enable_act,
 )
 from act_eval.calibration import calibrate
-from tiny_models import SUPPORTED, UNSUPPORTED, tiny_model
+from tiny_models import OTHERS, SUPPORTED, tiny_model
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 HEADS = [[0, 1], [2, 0], [2, 3]]
 
@@ -25,9 +28,7 @@ def ids(batch: int = 2, n: int = 14, seed: int = 1) -> torch.Tensor:
     return torch.randint(3, 100, (batch, n), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("arch", SUPPORTED)
-def test_every_supported_architecture_is_calibrated(arch: str):
-    model = tiny_model(arch)
+def assert_calibrated(model) -> None:
     x = ids()
     with torch.no_grad():
         plain = model(x).logits
@@ -43,12 +44,62 @@ def test_every_supported_architecture_is_calibrated(arch: str):
     assert all(not hasattr(m, "act") for m in attention_modules(model))
 
 
-@pytest.mark.parametrize("arch", UNSUPPORTED)
-def test_architectures_outside_the_interface_are_refused(arch: str):
-    model = tiny_model(arch)
-    with pytest.raises(UnsupportedArchitectureError, match="AttentionInterface"):
-        enable_act(model, HEADS, check_model=False)
+def assert_refused(model, match: str = "AttentionInterface") -> None:
+    x = ids()
+    with torch.no_grad():
+        plain = model(x).logits
+        with pytest.raises(UnsupportedArchitectureError, match=match):
+            enable_act(model, HEADS, check_model=False)
+        after = model(x).logits
     assert not hasattr(model, "_act_controller")
+    assert torch.equal(after, plain)  # a refusal leaves the model as it was
+
+
+def layers_calling_the_interface(model) -> set[int]:
+    """Ground truth independent of ``enable_act``: the layers in which a function registered
+    with transformers' AttentionInterface actually runs (empty if the name is rejected)."""
+    seen: set[int] = set()
+
+    def counting(module, *args, **kwargs):
+        seen.add(module.layer_idx)
+        return ALL_ATTENTION_FUNCTIONS["sdpa"](module, *args, **kwargs)
+
+    AttentionInterface.register("act_test_counting", counting)
+    AttentionMaskInterface.register("act_test_counting", sdpa_mask)
+    previous = model.config._attn_implementation or "sdpa"
+    try:
+        model.set_attn_implementation("act_test_counting")
+        with torch.no_grad():
+            model(ids())
+    except (KeyError, ValueError):
+        return set()
+    finally:
+        model.set_attn_implementation(previous)
+    return seen
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_every_supported_architecture_is_calibrated(arch: str):
+    assert_calibrated(tiny_model(arch))
+
+
+@pytest.mark.parametrize("arch", OTHERS)
+def test_an_architecture_is_calibrated_exactly_when_its_attention_function_runs(arch: str):
+    """Whichever a transformers release does: calibrated if the interface runs in every layer,
+    refused (and left untouched) otherwise."""
+    model = tiny_model(arch)
+    if len(layers_calling_the_interface(model)) == len(attention_modules(model)) > 0:
+        assert_calibrated(model)
+    else:
+        assert_refused(model)
+
+
+def test_a_layer_that_bypasses_the_attention_function_is_refused():
+    """A model whose layer 1 computes attention without the interface is refused by name."""
+    model = tiny_model("llama")
+    bypass = attention_modules(model)[1]
+    bypass.forward = lambda hidden_states, *args, **kwargs: (torch.zeros_like(hidden_states), None)
+    assert_refused(model, match=r"layers \[1\] never called")
 
 
 def test_layers_without_selected_heads_carry_no_state():

@@ -9,7 +9,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 transformers.logging.set_verbosity_error()
 
 SUPPORTED = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text", "phi3", "gpt2", "gemma2"]
-UNSUPPORTED = ["falcon", "gptj", "bloom", "mpt"]
+# Architectures whose routing through the attention interface changes between transformers
+# releases (GPT-J joined it in 5.24); tests decide from what the installed release does.
+OTHERS = ["falcon", "gptj", "bloom", "mpt"]
 
 
 def tiny_model(model_type: str, seed: int = 0) -> transformers.PreTrainedModel:
