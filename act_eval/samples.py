@@ -13,12 +13,23 @@ context: changes with the prompt template and the few-shot examples), ``target_h
 key per metric with that document's value (a number, or ``[gold, pred]`` for corpus-level
 metrics such as F1). Under data parallelism the lines come rank by rank, so documents are paired
 by ``doc_id`` here and line order never matters.
+
+Samples files are read as lm-eval writes them (``.jsonl``) or gzip-compressed
+(``samples_<task>_<date>.jsonl.gz``, as the leaderboard stores them: :func:`compress_samples`).
+A file's identity is the sha256 of its uncompressed bytes (:func:`samples_digest`), so the same
+samples give the same digest in either form.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
-from collections.abc import Sequence
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +37,8 @@ from typing import Any
 import numpy as np
 
 ICL_MANIFEST = "icl.json"
+SAMPLES_SUFFIXES = (".jsonl", ".jsonl.gz")  # as lm-eval writes them; compressed, as the leaderboard stores them
+_GZIP_ERRORS = (EOFError, OSError, zlib.error)  # gzip.BadGzipFile is an OSError
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,23 @@ class Run:
         return self.results.get("config", {}).get("fewshot_seed")
 
     def samples_path(self, task: str) -> Path:
-        return self.results_path.parent / f"samples_{task}_{self.date_id}.jsonl"
+        """The task's samples file beside the results file, ``.jsonl`` or ``.jsonl.gz`` (if neither exists, the plain name).
+
+        Refuses a directory holding both (which of them was scored would be a guess).
+        """
+        stem = f"samples_{task}_{self.date_id}"
+        found = [self.results_path.parent / f"{stem}{s}" for s in SAMPLES_SUFFIXES]
+        present = [p for p in found if p.is_file()]
+        if len(present) > 1:
+            raise ValueError(
+                f"{task}: both {present[0].name} and {present[1].name} are next to {self.results_path}: keep one"
+            )
+        return present[0] if present else found[0]
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """``config.model_args`` as a dict (lm-eval records the CLI's ``k=v,k=v`` string as given)."""
+        return model_args_dict(self.results.get("config", {}).get("model_args") or {})
 
     def reported(self, task: str, metric: str, filter_name: str) -> float | None:
         """The value lm-eval reported in the results file, or None if it has none."""
@@ -137,6 +166,15 @@ def find_results(path: str | Path) -> list[Path]:
         f"no lm-eval results_*.json under {path} (expected OUT/<model>/results_<date>.json from "
         "lm-eval --output_path OUT --log_samples)"
     )
+
+
+def model_args_dict(model_args: dict[str, Any] | str) -> dict[str, Any]:
+    """lm-eval records model_args as given: a dict, or the CLI's ``k=v,k=v`` string."""
+    if isinstance(model_args, dict):
+        return model_args
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(model_args)
 
 
 def load_run(path: str | Path) -> Run:
@@ -235,11 +273,11 @@ def read_task_samples(run: Run, task: str, filter_name: str | None = None) -> Ta
     path = run.samples_path(task)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no samples for task {task} next to {run.results_path} (expected {path.name}): "
+            f"no samples for task {task} next to {run.results_path} (expected {path.name} or {path.name}.gz): "
             "run lm-eval with --log_samples"
         )
     lines: dict[str, list[dict[str, Any]]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open_samples(path) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -275,6 +313,57 @@ def read_task_samples(run: Run, task: str, filter_name: str | None = None) -> Ta
         target_hashes=tuple(r["target_hash"] for r in ordered),
         metrics={m: [r.get(m) for r in ordered] for m in names},
     )
+
+
+@contextmanager
+def open_samples(path: Path) -> Iterator[Iterator[str]]:
+    """The lines of a samples file, plain or gzip-compressed; a damaged archive is a ValueError naming the file."""
+    handle = gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    with handle:
+        yield _checked_lines(handle, path)
+
+
+def _checked_lines(handle: Any, path: Path) -> Iterator[str]:
+    try:
+        yield from handle
+    except _GZIP_ERRORS as err:
+        raise ValueError(f"{path} is not a complete gzip file ({err}): a truncated copy?") from None
+
+
+def samples_digest(path: Path) -> bytes:
+    """sha256 of the samples file's uncompressed bytes: the same for a ``.jsonl`` and its ``.jsonl.gz``."""
+    digest = hashlib.sha256()
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except _GZIP_ERRORS as err:
+        raise ValueError(f"{path} is not a complete gzip file ({err}): a truncated copy?") from None
+    return digest.digest()
+
+
+def compress_samples(source: Path, target: Path) -> Path:
+    """Write ``source`` (plain or compressed) to ``target`` as ``.jsonl.gz``, atomically and byte-reproducibly.
+
+    The gzip header carries no file name and time stamp, so the same samples always give the same file.
+    """
+    if not target.name.endswith(".jsonl.gz"):
+        raise ValueError(f"{target}: compressed samples are named samples_<task>_<date>.jsonl.gz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        opener = gzip.open if source.name.endswith(".gz") else open
+        with os.fdopen(fd, "wb") as raw, opener(source, "rb") as src:
+            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as out:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    out.write(block)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def check_paired(a: TaskSamples, b: TaskSamples, *, names: tuple[str, str], same_prompt: bool) -> None:

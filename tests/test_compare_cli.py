@@ -18,7 +18,7 @@ from scipy.stats import binomtest, chi2
 
 from act_eval import stats
 from act_eval.cli import main
-from fixtures.lm_eval_runs import N_DOCS, TINY_TASKS, build, copy_run, quick_env_info
+from fixtures.lm_eval_runs import N_DOCS, TINY_TASKS, build, copy_run, quick_env_info, record_calibration
 
 
 @pytest.fixture(scope="session")
@@ -201,6 +201,40 @@ def test_task_selection_notes_and_icl_refusals(runs, capsys):
     assert "no such run" in error_of(capsys, runs.base, runs.act / "nope")
     assert "baseline and act are the same run" in error_of(capsys, runs.base, runs.base / "tiny")
     assert "act and icl are the same run" in error_of(capsys, runs.base, runs.icl[0], "--icl", *runs.icl)
+
+
+def test_recorded_calibration_is_checked_or_noted(runs, capsys, tmp_path):
+    """A run that recorded its calibration is checked against its map file; compare says when it cannot be."""
+    from act_eval.head_map import HeadMap
+
+    hm = HeadMap(
+        model="test/tiny", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1, heads={1: (0,)}, name="tiny.cls"
+    )
+    path = hm.save(tmp_path / "maps" / "tiny.cls.json")
+    act = copy_run(runs.act, tmp_path / "act")
+    (results,) = act.rglob("results_*.json")
+    record_calibration(results, hm)
+    # the map is nowhere compare can find it (not loaded by path, not published): noted, not refused
+    assert main(["compare", str(runs.base), str(act), "--no-plot"]) == 0
+    noted = f"used head map 'tiny.cls' ({hm.content_hash[:19]}..., 1 head(s), threshold 0.1, beta 0.4), which is not here"
+    assert f"{noted}: not checked" in capsys.readouterr().err
+    # the run loaded it by path: checked; edited since: refused in one line naming the map
+    data = json.loads(results.read_text())
+    data["config"]["model_args"] = {"pretrained": "tiny", "head_map": str(path)}
+    results.write_text(json.dumps(data))
+    run_json(capsys, runs.base, act)
+    assert "note" not in capsys.readouterr().err
+    edited = HeadMap(**{**{k: getattr(hm, k) for k in hm.__dataclass_fields__}, "heads": {1: (1,)}})
+    edited.save(path)
+    assert error_of(capsys, runs.base, act) == (
+        f"act-eval compare: error: head map tiny.cls: the run used content hash {hm.content_hash} but the map file "
+        f"now has {edited.content_hash}: the map was edited after the run"
+    )
+    # a run that loaded a map but recorded nothing (before hf-act recorded it): noted
+    del data["config"]["act"]
+    results.write_text(json.dumps(data))
+    assert main(["compare", str(runs.base), str(act), "--no-plot"]) == 0
+    assert "records no calibration (made before hf-act recorded it): its head map is not checked" in capsys.readouterr().err
 
 
 def test_icl_command_runs_seeds_and_feeds_compare(runs, capsys, tmp_path):

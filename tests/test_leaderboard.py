@@ -10,6 +10,7 @@ byte for byte as it was.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
 import json
 import logging
@@ -25,11 +26,11 @@ import numpy as np
 import pytest
 
 from act_eval.cli import main
-from act_eval.head_map import HeadMap
+from act_eval.head_map import HeadMap, load_head_map
 from act_eval.leaderboard import ROOT_ENV, default_root
 from act_eval.leaderboard.browser import FLAGS, chromium, run_chromium
 from act_eval.samples import load_run
-from fixtures.lm_eval_runs import quick_env_info
+from fixtures.lm_eval_runs import quick_env_info, record_calibration
 
 SUITE = "act_classification_lite"
 CLS_TASKS = [
@@ -194,13 +195,25 @@ def test_a_valid_submission_is_accepted_whole(runs, tmp_path, capsys):
     root = tmp_path / "board"
     assert submit(root, runs.base_a) == 0
     (stored,) = (root / "submissions").iterdir()
-    assert stored.name.startswith(f"tiny-a.baseline.{SUITE}.") and "accepted" in capsys.readouterr().out
-    # the submission's files, byte for byte, plus the store's record
+    out = capsys.readouterr().out
+    assert stored.name.startswith(f"tiny-a.baseline.{SUITE}.") and "accepted" in out
+    assert f"  baseline of test/tiny-a on {SUITE}: 1 run(s), 9 task(s)" in out  # the verification report
+    # stored as data: the results file under the model's name (lm-eval named its folder after
+    # pretrained=), byte for byte; each samples file gzip-compressed beside it, the same bytes inside
     source = load_run(runs.base_a)
-    for rel in ["manifest.json", source.results_path.relative_to(runs.base_a)] + [
-        source.samples_path(t).relative_to(runs.base_a) for t in CLS_TASKS
-    ]:
-        assert (stored / rel).read_bytes() == (runs.base_a / rel).read_bytes(), rel
+    assert source.results_path.parent.name == "tiny"
+    results = stored / "tiny-a" / source.results_path.name
+    assert results.read_bytes() == source.results_path.read_bytes()
+    for task in CLS_TASKS:
+        plain = source.samples_path(task)
+        assert gzip.decompress((results.parent / f"{plain.name}.gz").read_bytes()) == plain.read_bytes(), task
+    assert sorted(p.name for p in results.parent.iterdir()) == sorted(
+        [results.name] + [f"{source.samples_path(t).name}.gz" for t in CLS_TASKS]
+    )
+    manifest = json.loads((stored / "manifest.json").read_text())
+    assert manifest["runs"] == [f"tiny-a/{source.results_path.name}"]
+    assert manifest == {**json.loads((runs.base_a / "manifest.json").read_text()), "runs": manifest["runs"]}
+    # the id's digest is over the uncompressed samples: the plain files lm-eval wrote give it
     record = json.loads((stored / "record.json").read_text())
     digest = hashlib.sha256()
     for task in source.tasks:
@@ -243,6 +256,159 @@ def test_a_failed_commit_leaves_nothing(runs, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         main(["submit", str(runs.act_a), "--root", str(root)])
     assert snapshot(root) == before
+
+
+def compress_in_place(run_dir: Path) -> None:
+    """Replace every samples file of the run by its .jsonl.gz (as a submitter may send them)."""
+    run = load_run(run_dir)
+    for task in run.tasks:
+        plain = run.samples_path(task)
+        (plain.parent / f"{plain.name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+
+
+def test_compressed_samples_give_the_same_submission(runs, tmp_path, capsys):
+    root = tmp_path / "board"
+    assert submit(root, runs.base_a) == 0
+    (stored,) = (root / "submissions").iterdir()
+    # the same samples compressed by the submitter: the same id, so a duplicate of what is stored
+    packed = copy(runs.base_a, tmp_path, "packed")
+    compress_in_place(packed)
+    fresh = tmp_path / "fresh"
+    assert submit(fresh, packed, "--dry-run") == 0
+    assert f"would accept: {stored.name} " in capsys.readouterr().out
+    assert submit(root, packed) == 2
+    assert f"refused (duplicate): its samples are identical to those of accepted submission {stored.name}" in (
+        capsys.readouterr().err
+    )
+    # both forms of one task's samples: which one counts would be a guess
+    both = copy(runs.base_a, tmp_path, "both")
+    plain = load_run(both).samples_path("act_cb_lite")
+    (plain.parent / f"{plain.name}.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    assert submit(fresh, both) == 2
+    assert "refused (results): act_cb_lite: both samples_act_cb_lite_" in capsys.readouterr().err
+
+
+def test_accepted_submissions_verify_again_as_stored(runs, tmp_path, capsys):
+    root = tmp_path / "board"
+    assert submit(root, runs.act_a, "--baseline", str(runs.base_a)) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "verify", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    ids = sorted(p.name for p in (root / "submissions").iterdir())
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("verified: ")] == ids
+    assert "2 of 2 accepted submission(s) verified" in out
+    # an old run's head map: checked by name and hash, and the report says it could not be more
+    assert "the results file records no calibration (a run made before hf-act recorded it)" in out
+    # a stored samples file altered afterwards: that submission fails, the other still passes
+    act_dir = next(p for p in (root / "submissions").iterdir() if ".act-" in p.name)
+    (archive,) = act_dir.glob("tiny-a/samples_act_sst2_lite_*.jsonl.gz")
+    lines = gzip.decompress(archive.read_bytes()).decode().split("\n")
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "acc": 1.0 - first["acc"]})  # one document's outcome flipped
+    archive.write_bytes(gzip.compress("\n".join(lines).encode()))
+    assert main(["leaderboard", "verify", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED: {act_dir.name}: refused (metric): act_sst2_lite: acc,none is" in out
+    assert "1 of 2 accepted submission(s) verified" in out
+    archive.write_bytes(archive.read_bytes()[:-100])  # a truncated archive is named, not a traceback
+    assert main(["leaderboard", "verify", act_dir.name, "--root", str(root)]) == 1
+    assert "is not a complete gzip file" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the map that ran (config.act)
+
+
+def with_record(runs: Runs, tmp: Path, name: str, **changes) -> Path:
+    """tiny-a's ACT run as hf-act now writes it: its results record the calibration of the map it loaded."""
+    run = copy(runs.act_a, tmp, name)
+    record_calibration(load_run(run).results_path, load_head_map(run / "head_map.json"), **changes)
+    return run
+
+
+def test_a_recorded_calibration_is_checked_against_the_map(runs, tmp_path, capsys):
+    run = with_record(runs, tmp_path, "recorded")
+    ran = load_head_map(run / "head_map.json")
+    assert submit(tmp_path / "board", run) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"head map tiny-a.classification (head_map.json): the calibration the run recorded ({ran.content_hash[:19]}..., "
+        "1 head(s), threshold 0.1, beta 0.4) is this map file's" in out
+    )
+    # compare checks it too: the run's own head_map.json, then the head_map= it loaded
+    assert main(["compare", str(runs.base_a), str(run), "--no-plot", "--format", "json"]) == 0
+    assert "not checked" not in capsys.readouterr().err
+    # a baseline must not calibrate
+    base = copy(runs.base_a, tmp_path, "base_recorded")
+    record_calibration(load_run(base).results_path, ran)
+    assert submit(tmp_path / "board2", base) == 2
+    assert "refused (manifest): a baseline run must not calibrate, but" in capsys.readouterr().err
+    # a record that does not match the run's own settings
+    odd = with_record(runs, tmp_path, "odd_threshold", threshold=0.2)
+    assert submit(tmp_path / "board3", odd) == 2
+    assert (
+        "refused (head-map): head map tiny-a.classification: the run used threshold 0.2, the run's settings give the map's 0.1"
+        in capsys.readouterr().err
+    )
+
+
+def test_a_map_edited_after_the_run_is_refused(runs, tmp_path, capsys):
+    run = with_record(runs, tmp_path, "edited_map")
+    ran = load_head_map(run / "head_map.json")
+    loaded = Path(shutil.copy(runs.maps["tiny-a"], tmp_path))  # the file the run loaded (head_map=), a copy to edit
+    for path, args in ((load_run(run).results_path, lambda r: r["config"]), (run / "manifest.json", lambda m: m["model"])):
+        rewrite_json(path, lambda data, args=args: args(data)["model_args"].update({"head_map": str(loaded)}))
+    edited = HeadMap(**{**{k: getattr(ran, k) for k in ran.__dataclass_fields__}, "heads": {0: (0, 1)}, "source": ""})
+    for path in (loaded, run / "head_map.json"):
+        edited.save(path)  # a valid map file with its own new hash, and the same name
+    message = (
+        f"head map tiny-a.classification: the run used content hash {ran.content_hash} but the map file now has "
+        f"{edited.content_hash}: the map was edited after the run"
+    )
+    root = tmp_path / "board"
+    # submit refuses, whether the manifest still cites the map that ran or the edited one
+    assert submit(root, run) == 2
+    assert f"refused (head-map): {message}" in capsys.readouterr().err
+    rewrite_json(run / "manifest.json", lambda m: m["head_map"].update({"content_hash": edited.content_hash}))
+    assert submit(root, run) == 2
+    assert f"refused (head-map): {message}" in capsys.readouterr().err
+    assert not root.exists()
+    # so does writing the manifest again, and compare (one line, naming the map)
+    argv = ["leaderboard", "manifest", str(run), "--model-id", "test/tiny-a", "--revision", "r1", "--hardware", "h"]
+    assert main([*argv, "--force"]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["compare", str(runs.base_a), str(run), "--no-plot"]) == 2
+    assert capsys.readouterr().err.strip() == f"act-eval compare: error: {message}"
+
+
+def test_a_published_map_edited_after_the_run_is_refused(runs, tmp_path, capsys, monkeypatch):
+    import act_eval.head_map as head_maps
+
+    published = tmp_path / "head_maps"
+    run = with_record(runs, tmp_path, "published")
+    ran = load_head_map(run / "head_map.json")
+    ran.save(published / "tiny-a.classification.json")
+    (run / "head_map.json").unlink()  # a published map is found by name
+    monkeypatch.setattr(head_maps, "published_dir", lambda: published)
+    assert submit(tmp_path / "board", run, "--dry-run") == 0
+    assert "(the published map tiny-a.classification): the calibration the run recorded" in capsys.readouterr().out
+    edited = HeadMap(**{**{k: getattr(ran, k) for k in ran.__dataclass_fields__}, "beta": 0.5, "source": ""})
+    edited.save(published / "tiny-a.classification.json")
+    message = (
+        f"head map tiny-a.classification: the run used content hash {ran.content_hash} "
+        f"but the map file now has {edited.content_hash}"
+    )
+    assert submit(tmp_path / "board", run) == 2
+    assert f"refused (head-map): {message}" in capsys.readouterr().err
+    # compare: the run loaded head_map=<path of the original file>, which still holds the map that ran
+    assert main(["compare", str(runs.base_a), str(run), "--no-plot", "--format", "json"]) == 0
+    capsys.readouterr()
+    shutil.copyfile(published / "tiny-a.classification.json", tmp_path / "edited.json")
+    rewrite_json(
+        load_run(run).results_path, lambda r: r["config"]["model_args"].update({"head_map": str(tmp_path / "edited.json")})
+    )
+    assert main(["compare", str(runs.base_a), str(run), "--no-plot"]) == 2
+    assert message in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- refusals
@@ -459,6 +625,19 @@ def test_cross_model_view_ranks_models_by_their_act_gain(runs, board):
     for g in gains:
         assert g["diff"] == pytest.approx(expected[g["model"]][g["task"]])
         assert (g["p"] < 0.05) == (g["verdict"] != "no significant difference")
+
+
+def test_compare_takes_accepted_submissions_and_icl_directories(runs, board, capsys):
+    """An accepted submission's directory is a run for compare, an accepted ICL submission's an ICL arm."""
+    subs = {p.name.split(".")[1]: p for p in (board / "submissions").iterdir() if p.name.startswith("tiny-a.")}
+
+    def rows(*args) -> list[dict]:
+        assert main(["compare", *map(str, args), "--format", "json", "--no-plot", "--resamples", "500"]) == 0
+        return json.loads(capsys.readouterr().out)["rows"]
+
+    stored = rows(subs["baseline"], subs["act-tiny-a"], "--icl", subs["icl-1shot"])
+    assert stored == rows(runs.base_a, runs.act_a, "--icl", runs.icl_a)  # the run directories, icl.json included
+    assert {r["comparison"] for r in stored} == {"act vs baseline", "icl-1shot vs baseline", "act vs icl-1shot"}
 
 
 def test_board_files_are_written_and_self_contained(board):

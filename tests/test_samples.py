@@ -7,8 +7,11 @@ values are recomputed here independently, from the log-likelihoods lm-eval logge
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +140,38 @@ def test_missing_duplicate_and_unreadable_samples(runs, tmp_path):
     path.write_text(path.read_text()[:-40])
     with pytest.raises(ValueError, match="not valid JSON"):
         S.read_task_samples(S.load_run(truncated), "tiny_cls")
+
+
+def test_compressed_samples_read_as_the_plain_ones(runs, tmp_path):
+    """``samples_*.jsonl.gz`` (as the leaderboard stores them) read exactly as lm-eval's ``.jsonl``."""
+    plain = S.load_run(runs.base)
+    packed = copy_run(runs.base, tmp_path / "packed")
+    for task in TASKS:
+        source = samples_file(packed, task)
+        target = S.compress_samples(source, source.with_name(source.name + ".gz"))
+        assert gzip.decompress(target.read_bytes()) == source.read_bytes()
+        again = S.compress_samples(source, tmp_path / "again" / target.name)  # no name or time in the header
+        assert again.read_bytes() == target.read_bytes()
+        source.unlink()
+    run = S.load_run(packed)
+    for task in TASKS:
+        assert run.samples_path(task).name.endswith(".jsonl.gz")
+        assert S.samples_digest(run.samples_path(task)) == hashlib.sha256(plain.samples_path(task).read_bytes()).digest()
+        ours, theirs = S.read_task_samples(run, task), S.read_task_samples(plain, task)
+        for attr in ("doc_ids", "doc_hashes", "prompt_hashes", "target_hashes", "metrics"):
+            assert getattr(ours, attr) == getattr(theirs, attr)
+    with pytest.raises(ValueError, match="compressed samples are named"):
+        S.compress_samples(plain.samples_path("tiny_cls"), tmp_path / "x.jsonl")
+    # a truncated archive is named, and both forms side by side are refused
+    archive = run.samples_path("tiny_cls")
+    archive.write_bytes(archive.read_bytes()[:-30])
+    with pytest.raises(ValueError, match="is not a complete gzip file"):
+        S.read_task_samples(run, "tiny_cls")
+    with pytest.raises(ValueError, match="is not a complete gzip file"):
+        S.samples_digest(archive)
+    shutil.copyfile(plain.samples_path("tiny_cls"), archive.with_suffix(""))
+    with pytest.raises(ValueError, match=r"both samples_tiny_cls_.*\.jsonl and samples_tiny_cls_.*\.jsonl\.gz .*keep one"):
+        run.samples_path("tiny_cls")
 
 
 def test_several_filters_need_a_choice(runs, tmp_path):

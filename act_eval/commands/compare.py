@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from act_eval.samples import Run
 
 DEFAULT_PLOT = "act_compare_forest.png"
 
@@ -14,13 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="paired tests of ACT against the baseline (and k-shot ICL) from lm-eval --log_samples runs",
         description=(
             "Each RUN is an lm-eval --output_path directory written with --log_samples (OUT or OUT/<model>; "
-            "the newest run when it holds several) or one results_<date>.json file to pick a run."
+            "the newest run when it holds several), one results_<date>.json file to pick a run, or a leaderboard "
+            "submission directory. A run that recorded its calibration (hf-act's config.act) is checked against "
+            "its head map file first."
         ),
     )
     parser.add_argument("baseline", metavar="BASELINE", help="the baseline run")
     parser.add_argument("act", metavar="ACT", help="the ACT run (same prompts as the baseline)")
     parser.add_argument(
-        "--icl", nargs="+", metavar="RUN", help="k-shot runs, one per few-shot seed, or a directory from `act-eval icl run`"
+        "--icl",
+        nargs="+",
+        metavar="RUN",
+        help="k-shot runs, one per few-shot seed, a directory from `act-eval icl run`, or an accepted ICL submission",
     )
     parser.add_argument("--tasks", nargs="+", help="compare these tasks only (default: all, which must match)")
     parser.add_argument("--metric", default="acc", help="per-document metric to compare (default: acc)")
@@ -47,10 +57,14 @@ def _compare(args: argparse.Namespace) -> int:
     from act_eval.compare import compare_runs, format_report
     from act_eval.samples import load_icl_runs, load_run
 
+    baseline, act = load_run(args.baseline), load_run(args.act)
+    icl_paths = [p for path in args.icl or () for p in _icl_paths(Path(path))]
+    icl = load_icl_runs(icl_paths) if icl_paths else []
+    _check_maps([(baseline, Path(args.baseline)), (act, Path(args.act)), *((run, run.results_path) for run in icl)])
     report = compare_runs(
-        load_run(args.baseline),
-        load_run(args.act),
-        load_icl_runs(args.icl) if args.icl else (),
+        baseline,
+        act,
+        icl,
         tasks=args.tasks,
         metric=args.metric,
         filter_name=args.filter_name,
@@ -69,3 +83,26 @@ def _compare(args: argparse.Namespace) -> int:
 
         print(f"forest plot: {forest_plot(report, args.plot)}", file=sys.stderr)
     return 0
+
+
+def _icl_paths(path: Path) -> list[Path]:
+    """An accepted ICL submission (a directory with manifest.json) stands for the runs its manifest lists."""
+    from act_eval.leaderboard.manifest import MANIFEST, read_manifest
+    from act_eval.samples import ICL_MANIFEST
+
+    if path.is_dir() and (path / MANIFEST).is_file() and not (path / ICL_MANIFEST).is_file():
+        return [path / rel for rel in read_manifest(path).runs]
+    return [path]
+
+
+def _check_maps(runs: list[tuple[Run, Path]]) -> None:
+    """Refuse a run whose recorded calibration is not its head map file; note runs that cannot be checked.
+
+    Each run comes with the path the user named, which bounds the search for a submission's head_map.json.
+    """
+    from act_eval.leaderboard.recorded import check_run_map
+
+    for run, given in runs:
+        note = check_run_map(run, given)
+        if note:
+            print(f"note: {note}", file=sys.stderr)

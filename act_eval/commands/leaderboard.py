@@ -1,4 +1,4 @@
-"""``act-eval leaderboard manifest|build|list``: prepare submissions and build the board."""
+"""``act-eval leaderboard manifest|build|verify|list``: prepare submissions and build the board."""
 
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     build.set_defaults(func=_build)
 
+    verify = action.add_parser(
+        "verify",
+        help="run every check again on accepted submissions (writes nothing)",
+        description=(
+            "Each accepted submission (or those named) must pass every check of `act-eval submit` as it is stored, "
+            "give its recorded id and fingerprint from its samples, and pair with the other submissions."
+        ),
+    )
+    verify.add_argument("ids", nargs="*", metavar="ID", help="submission ids (default: all)")
+    verify.add_argument("--root", help=_ROOT_HELP)
+    verify.set_defaults(func=_verify)
+
     listing = action.add_parser("list", help="list accepted submissions")
     listing.add_argument("--root", help=_ROOT_HELP)
     listing.set_defaults(func=_list)
@@ -85,6 +97,23 @@ def _build(args: argparse.Namespace) -> int:
     if screenshot:
         print(f"screenshot: {screenshot}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from act_eval.leaderboard import default_root
+    from act_eval.leaderboard.store import Store
+
+    outcome = Store(default_root(args.root)).reverify(args.ids)
+    for accepted, refusal in outcome:
+        if refusal is None:
+            print(f"verified: {accepted.id} (fingerprint {accepted.fingerprint[:19]}...)")
+            for line in accepted.report:
+                print(f"  {line}")
+        else:
+            print(f"FAILED: {accepted.id}: {refusal}")
+    failed = sum(refusal is not None for _, refusal in outcome)
+    print(f"{len(outcome) - failed} of {len(outcome)} accepted submission(s) verified")
+    return 1 if failed else 0
 
 
 def _list(args: argparse.Namespace) -> int:

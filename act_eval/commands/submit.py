@@ -39,6 +39,8 @@ def _submit(args: argparse.Namespace) -> int:
     verb = "would accept" if args.dry_run else "accepted"
     for submission in accepted:
         print(f"{verb}: {submission.id} ({submission.manifest.arm_label}, {submission.manifest.suite})")
+        for line in submission.report:
+            print(f"  {line}")
     if not args.dry_run:
         print(f"rebuild the board: act-eval leaderboard build --root {root}")
     return 0

@@ -29,9 +29,9 @@ from act_eval.leaderboard.manifest import (
     Versions,
     parse_manifest,
 )
-from act_eval.leaderboard.verify import model_args_dict
+from act_eval.leaderboard.recorded import check_recorded_map, recorded_map
 from act_eval.models import embedded_model, model_identity
-from act_eval.samples import ICL_MANIFEST, Run, load_run
+from act_eval.samples import ICL_MANIFEST, Run, load_run, model_args_dict
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
@@ -72,6 +72,9 @@ def prepare_manifest(
     arm = "icl" if icl.is_file() else "act" if "head_map" in args else "baseline"
     suite_name = suite or infer_suite(first.results.get("group_subtasks", {}))
     head_map = load_head_map(args["head_map"]) if arm == "act" else None
+    recorded = recorded_map(first)
+    if head_map and recorded:  # refuse now, not at submit, a map edited since the run
+        check_recorded_map(recorded, head_map, args)
     pretrained = str(args.get("pretrained", ""))
     manifest = Manifest(
         arm=arm,

@@ -13,6 +13,12 @@ Besides :mod:`.verify`'s own checks, the store refuses
 ``pairing``    documents (and, between baseline and ACT, prompts) that differ from an accepted
                submission of the same model on a shared task: the board could not compare them;
 ``baseline``   ``--baseline`` naming a run that is not a baseline of the same model.
+
+The stored copy is the submission as data (:func:`stored_runs`): each results file under
+``<model>/`` (ICL: ``seed_<S>/<model>/``) whatever lm-eval named its folder (often a local path),
+its samples files beside it gzip-compressed, and the manifest's ``runs`` pointing there. The
+fingerprint, and so the id, is over the samples' uncompressed bytes: the same in either form.
+:meth:`Store.reverify` runs every check again on what is stored.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from act_eval import __version__
+from act_eval.head_map import atomic_write_text
 from act_eval.leaderboard import SUBMISSIONS, SubmissionError
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
@@ -35,7 +43,7 @@ from act_eval.leaderboard.manifest import (
     read_manifest,
 )
 from act_eval.leaderboard.verify import Checked, TaskInfo, verify_submission
-from act_eval.samples import Run, check_paired, load_run, read_task_samples
+from act_eval.samples import Run, check_paired, compress_samples, load_run, read_task_samples
 
 RECORD = "record.json"  # written by the store: id, fingerprint, acceptance date, per-task facts
 
@@ -52,6 +60,7 @@ class Accepted:
     accepted: str
     verified_by: str
     runs: tuple[Run, ...]
+    report: tuple[str, ...] = ()  # what verification checked (fresh verifications only, not kept in the record)
 
     def record(self) -> dict:
         return {
@@ -121,7 +130,40 @@ class Store:
             if created and self.dir.is_dir() and not any(self.dir.iterdir()):
                 self.dir.rmdir()
             raise
-        return [_read_accepted(path) for path in committed]
+        return [replace(_read_accepted(path), report=c.report) for path, c in zip(committed, new, strict=True)]
+
+    def reverify(self, ids: Sequence[str] = ()) -> list[tuple[Accepted, SubmissionError | None]]:
+        """Run every check again on accepted submissions (all, or those named), in place, writing nothing.
+
+        Each must still pass :func:`.verify.verify_submission`, give its stored id and fingerprint
+        from its samples as stored, and pass the duplicate and pairing checks against the others.
+        Returns each submission (its ``report`` filled) with None, or with the refusal.
+        """
+        board = self.accepted()
+        unknown = sorted(set(ids) - {a.id for a in board})
+        if unknown:
+            raise SubmissionError("record", f"no accepted submission {', '.join(unknown)} in {self.dir}")
+        outcome: list[tuple[Accepted, SubmissionError | None]] = []
+        for accepted in (a for a in board if not ids or a.id in ids):
+            try:
+                again = _candidate(verify_submission(accepted.path))
+                for what, stored, now in (
+                    ("directory", accepted.path.name, accepted.id),
+                    ("id", accepted.id, again.id),
+                    ("fingerprint", accepted.fingerprint, again.fingerprint),
+                    ("tasks", accepted.tasks, again.tasks),
+                ):
+                    if stored != now:
+                        raise SubmissionError(
+                            "record", f"{accepted.id}: the record says {what} {stored}, the samples give {now}"
+                        )
+                others = [a for a in board if a.id != accepted.id]
+                _check_duplicate(again, others)
+                _check_pairing(again, others)
+                outcome.append((replace(accepted, report=again.report), None))
+            except SubmissionError as err:
+                outcome.append((accepted, err))
+        return outcome
 
     def _commit(self, candidate: Accepted) -> Path:
         """Copy into a hidden directory beside the final one, then rename: the submission appears whole or not at all."""
@@ -159,6 +201,7 @@ def _candidate(checked: Checked) -> Accepted:
         accepted=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         verified_by=f"act-eval {__version__}",
         runs=checked.runs,
+        report=checked.report,
     )
 
 
@@ -177,26 +220,51 @@ def _read_accepted(path: Path) -> Accepted:
     )
 
 
+def stored_runs(manifest: Manifest) -> tuple[str, ...]:
+    """Where the store keeps each listed run: ``<model>/results_<date>.json``, for ICL ``seed_<S>/<model>/...``.
+
+    ``<model>`` is the model's short name (``SmolLM2-135M-Instruct``), not the folder lm-eval
+    named after ``pretrained`` (for a local checkpoint, a path of the submitter's machine).
+    """
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", manifest.model.name)
+    return tuple(
+        str(PurePosixPath(f"seed_{seed}" if manifest.arm == "icl" else "", model, PurePosixPath(rel).name))
+        for rel, seed in zip(manifest.runs, manifest.fewshot.seeds, strict=True)
+    )
+
+
 def _stage(source: Path, target: Path) -> None:
-    """Copy the manifest, the head map and every file the listed runs need; missing ones are verify's to name."""
+    """Copy the submission as the store keeps it: head map, results in :func:`stored_runs`' layout, samples compressed.
+
+    The manifest's ``runs`` are rewritten to the new places; what is missing or unreadable is verify's to name.
+    """
     manifest = read_manifest(source)  # a malformed manifest is refused before anything is copied
     target.mkdir(parents=True)
-    for name in (MANIFEST, HEAD_MAP_FILE):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, target / name)
-    for rel in manifest.runs:
+    if (source / HEAD_MAP_FILE).is_file():
+        shutil.copyfile(source / HEAD_MAP_FILE, target / HEAD_MAP_FILE)
+    stored = stored_runs(manifest)
+    if len(set(stored)) != len(stored):
+        twice = next(p for p in stored if stored.count(p) > 1)
+        raise SubmissionError("results", f"two runs would be stored as {twice}: they repeat a few-shot seed and date")
+    for rel, new in zip(manifest.runs, stored, strict=True):
         results = source / rel
         if not results.is_file():
-            continue
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(results, target / rel)
+            raise SubmissionError("results", f"the manifest lists {rel}, which is not in {source}")
+        (target / new).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(results, target / new)
         try:
             run = load_run(results)
         except ValueError:
             continue
         for task in run.tasks:
-            if run.samples_path(task).is_file():
-                shutil.copyfile(run.samples_path(task), (target / rel).parent / run.samples_path(task).name)
+            try:
+                samples = run.samples_path(task)
+            except ValueError as err:
+                raise SubmissionError("results", str(err)) from None
+            if samples.is_file():
+                name = samples.name if samples.name.endswith(".gz") else f"{samples.name}.gz"
+                compress_samples(samples, (target / new).parent / name)
+    atomic_write_text(target / MANIFEST, replace(manifest, runs=stored).to_json())
 
 
 def _check_baseline(baseline: Accepted, paired: Accepted) -> None:

@@ -13,7 +13,8 @@ In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
 ``task-definition`` the run used another definition of a task than ``tasks/``;
 ``metric``         a metric in the results file differs from the one recomputed from the samples;
 ``head-map``       the head map is not found, its content hash or model differs, or its
-                   threshold/beta are not the manifest's.
+                   threshold/beta are not the manifest's; for a run that recorded its calibration
+                   (``config.act``, :mod:`.recorded`), the map file must be the map that ran.
 
 Duplicates and pairing with accepted submissions are the store's checks (:mod:`.store`).
 """
@@ -29,6 +30,7 @@ from typing import Any
 from act_eval.head_map import HeadMapError, load_head_map
 from act_eval.leaderboard import SubmissionError
 from act_eval.leaderboard.manifest import HEAD_MAP_FILE, Manifest, read_manifest
+from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
 from act_eval.models import model_identity
 from act_eval.samples import (
@@ -36,7 +38,9 @@ from act_eval.samples import (
     TaskSamples,
     load_icl_runs,
     load_run,
+    model_args_dict,
     read_task_samples,
+    samples_digest,
 )
 
 # lm-eval's per-task result keys that are not "<metric>,<filter>" values
@@ -62,7 +66,8 @@ class Checked:
     manifest: Manifest
     runs: tuple[Run, ...]
     tasks: dict[str, TaskInfo]
-    fingerprint: str  # sha256 over the samples files: equal only for the same model outputs
+    fingerprint: str  # sha256 over the samples files' uncompressed bytes: equal only for the same model outputs
+    report: tuple[str, ...]  # what was checked, one line each, for the submitter
 
 
 def verify_submission(path: Path) -> Checked:
@@ -75,14 +80,23 @@ def verify_submission(path: Path) -> Checked:
         _check_shots(manifest, run, suite)
     _check_tasks(manifest, runs, suite)
     infos: dict[str, TaskInfo] = {}
+    values = 0
     for run in runs:
         _check_complete(run, suite)
         samples = {task: _read_filters(run, task) for task in suite.tasks}
         _check_documents(run, suite, samples)
-        _check_metrics(run, suite, samples)
+        values += _check_metrics(run, suite, samples)
         infos = {task: _task_info(suite, run, task, samples[task]) for task in suite.tasks}
-    _check_head_map(path, manifest)
-    return Checked(path=path, manifest=manifest, runs=runs, tasks=infos, fingerprint=_fingerprint(runs))
+    report = (
+        f"{manifest.arm_label} of {manifest.model.id} on {suite.name}: {len(runs)} run(s), {len(suite.tasks)} task(s), "
+        f"{sum(i.n for i in infos.values())} documents per run",
+        "manifest, suite, shots, full splits, doc_hash of every document and task definitions agree; "
+        f"{values} metric values recomputed from the samples match the results file(s)",
+        _check_head_map(path, manifest, runs),
+    )
+    return Checked(
+        path=path, manifest=manifest, runs=runs, tasks=infos, fingerprint=_fingerprint(runs), report=report
+    )
 
 
 def _load_runs(path: Path, manifest: Manifest) -> tuple[Run, ...]:
@@ -157,15 +171,6 @@ def _check_recorded(manifest: Manifest, run: Run, index: int) -> None:
             )
 
 
-def model_args_dict(model_args: dict[str, Any] | str) -> dict[str, Any]:
-    """lm-eval records model_args as given: a dict, or the CLI's ``k=v,k=v`` string."""
-    if isinstance(model_args, dict):
-        return model_args
-    from lm_eval.utils import simple_parse_args_string
-
-    return simple_parse_args_string(model_args)
-
-
 def _check_tasks(manifest: Manifest, runs: tuple[Run, ...], suite: Suite) -> None:
     if manifest.subset != suite.subset:
         raise SubmissionError(
@@ -181,10 +186,14 @@ def _check_tasks(manifest: Manifest, runs: tuple[Run, ...], suite: Suite) -> Non
         if extra:
             raise SubmissionError("suite", f"{run} has task(s) outside {suite.name}: {', '.join(extra)}")
         for task in suite.tasks:
-            if not run.samples_path(task).is_file():
+            try:
+                samples = run.samples_path(task)
+            except ValueError as err:
+                raise SubmissionError("results", str(err)) from None
+            if not samples.is_file():
                 raise SubmissionError(
                     "missing-task",
-                    f"{task}: no samples file {run.samples_path(task).name} next to {run.results_path.name}",
+                    f"{task}: no samples file {samples.name} (or {samples.name}.gz) next to {run.results_path.name}",
                 )
 
 
@@ -242,9 +251,13 @@ def _check_documents(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSa
             )
 
 
-def _check_metrics(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamples]]) -> None:
-    """Recompute each task's metrics with the task's own aggregations, then each group's with lm-eval's group code."""
+def _check_metrics(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamples]]) -> int:
+    """Recompute each task's metrics with the task's own aggregations, then each group's with lm-eval's group code.
+
+    Returns how many reported values were compared.
+    """
     reported_all = run.results.get("results", {})
+    compared = 0
     recomputed_all: dict[str, dict[str, Any]] = {}
     for task in suite.tasks:
         aggregations = suite.task_objects[task].aggregation()
@@ -265,6 +278,7 @@ def _check_metrics(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamp
                 )
             recomputed[key] = float(aggregations[metric](got.metrics[metric]))
             _same(task, key, value, recomputed[key], run)
+            compared += 1
         for metric in aggregations:
             if not any(k.startswith(f"{metric},") for k in reported):
                 raise SubmissionError("metric", f"{task}: the results file does not report {metric}")
@@ -287,6 +301,8 @@ def _check_metrics(run: Run, suite: Suite, samples: dict[str, dict[str, TaskSamp
                     "metric", f"{name}: the results file reports {key}, which the group does not aggregate"
                 )
             _same(name, key, value, aggregated[key], run)
+            compared += 1
+    return compared
 
 
 def _same(task: str, key: str, reported: Any, recomputed: float, run: Run) -> None:
@@ -297,20 +313,42 @@ def _same(task: str, key: str, reported: Any, recomputed: float, run: Run) -> No
         )
 
 
-def _check_head_map(path: Path, manifest: Manifest) -> None:
-    """The map the run used: the submission's own head_map.json, else the published map of that name."""
+def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> str:
+    """The map the run used: the submission's own head_map.json, else the published map of that name.
+
+    A run that recorded its calibration (``config.act``) must have run exactly this map file; one
+    without the record (before hf-act wrote it) is checked by name and the manifest's hash only,
+    and the returned report line says so.
+    """
+    try:
+        records = [(run, recorded_map(run)) for run in runs]
+    except ValueError as err:
+        raise SubmissionError("head-map", str(err)) from None
     ref = manifest.head_map
     if ref is None:
-        return
+        calibrated = [str(run) for run, record in records if record is not None]
+        if calibrated:
+            raise SubmissionError(
+                "manifest", f"a {manifest.arm} run must not calibrate, but {calibrated[0]} records a calibration (config.act)"
+            )
+        return f"head map: none (a {manifest.arm} run, and its results record no calibration)"
     included = path / HEAD_MAP_FILE
     try:
         head_map = load_head_map(included if included.is_file() else ref.name)
     except (FileNotFoundError, HeadMapError) as err:
         raise SubmissionError("head-map", f"head map {ref.name!r}: {err}") from None
+    where = HEAD_MAP_FILE if included.is_file() else f"the published map {ref.name}"
     if head_map.name != ref.name:
         raise SubmissionError(
             "head-map", f"{HEAD_MAP_FILE} is the map {head_map.name!r}, the manifest names {ref.name!r}"
         )
+    args = model_args_dict(manifest.model.model_args)
+    recorded: RecordedMap | None = records[0][1]
+    if recorded is not None:
+        try:
+            check_recorded_map(recorded, head_map, args)
+        except ValueError as err:
+            raise SubmissionError("head-map", str(err)) from None
     if head_map.content_hash != ref.content_hash:
         raise SubmissionError(
             "head-map",
@@ -321,13 +359,22 @@ def _check_head_map(path: Path, manifest: Manifest) -> None:
             "head-map",
             f"head map {ref.name!r} was made for {head_map.model}, the submission's model is {manifest.model.id}",
         )
-    args = model_args_dict(manifest.model.model_args)
     for name, own in (("threshold", head_map.threshold), ("beta", head_map.beta)):
         used = float(args.get(f"act_{name}", own))
         if used != getattr(manifest, name):
             raise SubmissionError(
                 "head-map", f"the run used {name} {used:g}, the manifest says {getattr(manifest, name):g}"
             )
+    if recorded is None:
+        return (
+            f"head map {ref.name} ({where}): the results file records no calibration (a run made before hf-act "
+            "recorded it), so only the map's name, the manifest's content hash, model, threshold and beta were "
+            "checked, not that this map is the one that ran"
+        )
+    return (
+        f"head map {ref.name} ({where}): the calibration the run recorded ({recorded.describe()}) is this map "
+        "file's (content hash, heads, threshold, beta)"
+    )
 
 
 def _task_info(suite: Suite, run: Run, task: str, samples: dict[str, TaskSamples]) -> TaskInfo:
@@ -345,7 +392,7 @@ def _fingerprint(runs: tuple[Run, ...]) -> str:
     digest = hashlib.sha256()
     for run in runs:
         for task in run.tasks:
-            digest.update(hashlib.sha256(run.samples_path(task).read_bytes()).digest())
+            digest.update(samples_digest(run.samples_path(task)))
     return "sha256:" + digest.hexdigest()
 
 
