@@ -21,12 +21,12 @@ from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface, PreTrainedModel
+from transformers import AttentionInterface, PretrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from act_eval.calibration import redistribute, sink_set
-from act_eval.head_map import HeadMap, check_beta, check_fits, check_threshold
+from act_eval.head_map import HeadMap, check_beta, check_threshold, resolve_head_map
 
 ACT_ATTENTION = "act"
 
@@ -63,6 +63,9 @@ class ActHeads:
     # [B, h]: which selected heads each batch row calibrates (None: all). The head search uses it
     # to try one head per row, every head of a layer in one batch.
     row_heads: Tensor | None = None
+    # [B, h] float: per row, how far each selected head moves towards its calibrated output
+    # (o + mix * (o_cal - o); None: all the way). The head search's screen differentiates by it.
+    mix: Tensor | None = None
     _index: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
     _sinks: Tensor | None = field(default=None, repr=False)  # [B, h, K at prefill]
     _seen: int = 0  # tokens of the current sequence seen so far
@@ -188,9 +191,12 @@ def act_attention_forward(
         calibrated = redistribute(chosen, state.sinks_for(chosen, allowed, q_len, kv_len), state.beta)
         if state.row_heads is not None:
             calibrated = torch.where(state.row_heads.to(probs.device)[:, :, None, None], calibrated, chosen)
-        probs[:, selected] = calibrated
+        if state.mix is not None:  # P @ V is linear in P: mixing probabilities mixes outputs
+            calibrated = chosen + state.mix.to(probs.device)[:, :, None, None] * (calibrated - chosen)
+        # out of place, so that the screen's gradients can flow through probs
+        probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
     heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
-    out[:, :, eager_heads] = heads_out.transpose(1, 2).to(out.dtype)
+    out = out.index_copy(2, eager_heads, heads_out.transpose(1, 2).to(out.dtype))  # sdpa's output stays intact
     return out, None
 
 
@@ -229,7 +235,12 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 
 def model_shape(model: PreTrainedModel) -> dict[str, Any]:
     """Architecture, layer and head counts as head maps record them."""
-    config = model.config.get_text_config()
+    return config_shape(model.config)
+
+
+def config_shape(config: PretrainedConfig) -> dict[str, Any]:
+    """:func:`model_shape` from a model's config alone (checks that need no weights)."""
+    config = config.get_text_config()
     heads = config.num_attention_heads
     return {
         "architecture": config.model_type,
@@ -272,18 +283,10 @@ def enable_act(
     map's. The map must fit the model (architecture, layer and head counts; the model id too
     unless ``check_model=False``).
     """
-    from act_eval.head_map import load_head_map, parse_heads
-
     disable_act(model)
     shape = model_shape(model)
     model_id = model_id or getattr(model.config, "_name_or_path", "") or ""
-    if head_map is None:
-        head_map = HeadMap(model=model_id, heads={}, **shape)
-    elif isinstance(head_map, str) and not head_map.lstrip().startswith(("[", "{")):
-        head_map = load_head_map(head_map)
-    elif not isinstance(head_map, HeadMap):
-        head_map = HeadMap(model=model_id, heads=parse_heads(head_map, "act_heads: "), source="act_heads", **shape)
-    check_fits(head_map, model_id=model_id, check_model=check_model, **shape)
+    head_map = resolve_head_map(head_map, model_id=model_id, check_model=check_model, **shape)
     threshold = head_map.threshold if threshold is None else check_threshold(threshold)
     beta = head_map.beta if beta is None else check_beta(beta)
 

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping
 
 from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD
 from act_eval.paths import resource_dir
+from act_eval.suggest import did_you_mean
 
 FORMAT = "act-eval-head-map"
 FORMAT_VERSION = 1
@@ -99,7 +100,7 @@ class HeadMap:
 
     @property
     def _where(self) -> str:
-        return f"head map {self.source or self.name or '(inline)'}: "
+        return f"head map {self.name or self.source or '(inline)'}: "
 
     @property
     def num_calibrated(self) -> int:
@@ -277,7 +278,8 @@ def load_head_map(name_or_path: str | os.PathLike) -> HeadMap:
         if not candidate.is_file():
             names = sorted(p.stem for p in published_dir().glob("*.json"))
             raise FileNotFoundError(
-                f"head map {str(name_or_path)!r} is neither a file nor a published map; published: {', '.join(names) or 'none'}"
+                f"head map {str(name_or_path)!r} is neither a file nor a published map{did_you_mean(str(name_or_path), names)}; "
+                f"published: {', '.join(names) or 'none'}"
             )
         path = candidate
     try:
@@ -287,6 +289,35 @@ def load_head_map(name_or_path: str | os.PathLike) -> HeadMap:
     if not isinstance(data, dict):
         raise HeadMapError(f"head map {path}: expected a JSON object")
     return from_dict(data, source=str(path))
+
+
+def resolve_head_map(
+    spec: HeadMap | str | Mapping | list | None,
+    *,
+    model_id: str,
+    architecture: str,
+    num_layers: int,
+    num_heads: int,
+    num_kv_heads: int,
+    check_model: bool = True,
+) -> HeadMap:
+    """The map a run calibrates with, checked against the model's shape (read from its config,
+    so that a wrong map is refused before any weights load).
+
+    ``spec``: a :class:`HeadMap`, a published map's name or a file path, inline heads
+    (``{"layer": [heads]}`` or ``[[layer, head], ...]``, JSON text or objects), or None (no heads).
+    """
+    shape = dict(architecture=architecture, num_layers=num_layers, num_heads=num_heads, num_kv_heads=num_kv_heads)
+    if spec is None:
+        hm = HeadMap(model=model_id, heads={}, **shape)
+    elif isinstance(spec, HeadMap):
+        hm = spec
+    elif isinstance(spec, str) and not spec.lstrip().startswith(("[", "{")):
+        hm = load_head_map(spec)
+    else:
+        hm = HeadMap(model=model_id, heads=parse_heads(spec, "act_heads: "), source="act_heads", **shape)
+    check_fits(hm, model_id=model_id, check_model=check_model, **shape)
+    return hm
 
 
 def _same_model(a: str, b: str) -> bool:

@@ -14,12 +14,12 @@ from typing import Any
 
 from lm_eval.api.registry import register_model
 
-from act_eval.attention import ActController, enable_act
-from act_eval.head_map import HeadMapError, check_beta, check_threshold
+from act_eval.attention import ActController, config_shape, enable_act
+from act_eval.head_map import HeadMapError, check_beta, check_threshold, resolve_head_map
 from act_eval.hf_fast import HFFastLM
-from act_eval.models import model_identity
+from act_eval.models import model_identity, resolve_pretrained
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lm_eval.models.hf_act")  # lm-eval's CLI shows its models' log lines
 
 
 def _as_bool(name: str, value: Any) -> bool:
@@ -28,6 +28,31 @@ def _as_bool(name: str, value: Any) -> bool:
     if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
         return value.lower() in {"true", "1", "yes"}
     raise HeadMapError(f"{name} must be true or false, got {value!r}")
+
+
+def _config_without_weights(pretrained: str, kwargs: dict[str, Any]):
+    """The model's config, read as HFLM will read it, without loading weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(
+        pretrained,
+        revision=kwargs.get("revision") or "main",
+        trust_remote_code=bool(kwargs.get("trust_remote_code", False)),
+        gguf_file=kwargs.get("gguf_file"),
+        subfolder=kwargs.get("subfolder") or "",
+    )
+
+
+def _announce(config: dict[str, Any]) -> None:
+    """One line saying what is calibrated; a warning when nothing is (the run then equals ``hf``)."""
+    layers = ", ".join(f"{layer}:{heads}" for layer, heads in config["heads"].items())
+    log.info(
+        "hf-act: head map %s (%s), %d heads [%s], threshold %g, beta %g%s",
+        config["head_map"], config["head_map_hash"][:19], config["num_calibrated_heads"], layers or "none",
+        config["threshold"], config["beta"], ", reference sink rule" if config["reference_sinks"] else "",
+    )
+    if not config["num_calibrated_heads"]:
+        log.warning("hf-act: head map %s selects no head: this run computes exactly what `hf` computes", config["head_map"])
 
 
 @register_model("hf-act")
@@ -66,28 +91,34 @@ class HFActLM(HFFastLM):
         beta = None if act_beta is None else check_beta(act_beta)
         reference = _as_bool("act_reference_sinks", act_reference_sinks)
         check_model = _as_bool("act_check_model", act_check_model)
-        if isinstance(pretrained, str):
-            identity = model_identity(pretrained)
-        else:
-            identity = getattr(pretrained.config, "_name_or_path", "")
         if isinstance(act_heads, str):
             try:
                 act_heads = json.loads(act_heads)
             except json.JSONDecodeError as err:
                 raise HeadMapError(f"act_heads must be JSON like [[layer, head], ...], got {act_heads!r} ({err})") from None
+        if isinstance(pretrained, str):
+            pretrained = resolve_pretrained(pretrained)
+            identity, config = model_identity(pretrained), _config_without_weights(pretrained, kwargs)
+        else:
+            identity, config = getattr(pretrained.config, "_name_or_path", ""), pretrained.config
+        # the map is read and fitted to the model's config before any weights load
+        calibration = resolve_head_map(
+            head_map if head_map is not None else act_heads, model_id=identity, check_model=check_model, **config_shape(config)
+        )
 
         super().__init__(pretrained=pretrained, **kwargs)
 
         self.act: ActController = enable_act(
             self.model,
-            head_map if head_map is not None else act_heads,
+            calibration,
             threshold=threshold,
             beta=beta,
             reference_drop_first=reference,
             model_id=identity,
             check_model=check_model,
         )
-        log.info("hf-act: %s%s", self.act_config, " (reference sink rule)" if reference else "")
+        self._reference_sinks = reference
+        _announce(self.act_config)
 
     @property
     def act_config(self) -> dict[str, Any]:
@@ -96,10 +127,17 @@ class HFActLM(HFFastLM):
         return {
             "head_map": hm.name or hm.source or "inline",
             "head_map_hash": hm.content_hash,
+            "heads": {str(layer): list(heads) for layer, heads in sorted(hm.heads.items()) if heads},
             "num_calibrated_heads": hm.num_calibrated,
             "threshold": self.act.threshold,
             "beta": self.act.beta,
+            "reference_sinks": self._reference_sinks,
         }
+
+    def get_model_info(self) -> dict[str, Any]:
+        """HFLM's model info plus the calibration: lm-eval merges it into the results' ``config``,
+        so a results file says which map ran (``act-eval submit`` and ``compare`` check it)."""
+        return {**super().get_model_info(), "act": self.act_config}
 
     def _scoring(self, prompts: list[int | None], length: int):
         """Calibrate this pass; a row that is no request (lm-eval's batch-size probe) is all prompt."""

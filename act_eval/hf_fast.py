@@ -29,8 +29,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from act_eval.models import resolve_pretrained
+from act_eval.task_data import local_data_dir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lm_eval.models.hf_fast")  # lm-eval's CLI shows its models' log lines
 
 
 @register_model("hf-fast")
@@ -44,10 +45,15 @@ class HFFastLM(HFLM):
     # whether the forward pass depends on where each row's prompt ends (hf-act: the sink set)
     PROMPT_SENSITIVE = False
 
-    def __init__(self, pretrained: Any, **kwargs: Any) -> None:
+    def __init__(self, pretrained: Any, device: str | None = None, **kwargs: Any) -> None:
+        local_data_dir()  # a bad ACT_EVAL_DATA_DIR is refused now, not after the weights load
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
-        super().__init__(pretrained=pretrained, **kwargs)
+        if device is None:  # HFLM's default is cuda, which fails on CPU-only torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            if device == "cpu":
+                log.info("%s: CUDA is not available: running on the CPU", type(self).__name__)
+        super().__init__(pretrained=pretrained, device=device, **kwargs)
         self._shard_across_cpu_processes()
         # window length -> window tokens -> (context length of its first request, smallest context length)
         self._windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}

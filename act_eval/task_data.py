@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,9 +84,9 @@ def load_task_data(
     import datasets
 
     spec = DataSpec.from_kwargs(act_data)
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    if data_dir:
-        files = {split: Path(data_dir) / spec.name / f"{split}.jsonl" for split in spec.splits}
+    data_dir = local_data_dir()
+    if data_dir is not None:
+        files = {split: data_dir / spec.name / f"{split}.jsonl" for split in spec.splits}
         splits = {split: datasets.Dataset.from_list(read_rows(path, spec.fields)) for split, path in files.items()}
     else:
         splits = _load_from_hub(spec)
@@ -93,6 +94,34 @@ def load_task_data(
         evaluated = splits[spec.eval_split]
         splits[spec.eval_split] = evaluated.select(lite_indices(len(evaluated), spec.name))
     return datasets.DatasetDict(splits)
+
+
+def local_data_dir() -> Path | None:
+    """``ACT_EVAL_DATA_DIR`` as a directory, or None when unset; a setting that names no
+    directory is refused at once (the model wrappers call this before loading weights)."""
+    value = os.environ.get(DATA_DIR_ENV, "").strip()
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        where = "" if path.is_absolute() else f", relative to the current directory {os.getcwd()}"
+        raise FileNotFoundError(
+            f"{DATA_DIR_ENV}={value!r} is not a directory (resolved to {path.absolute()}{where}); "
+            f"it must hold <task>/<split>.jsonl, for example ../shared/data"
+        )
+    return path
+
+
+class _QuietCustomLoaderNote(logging.Filter):
+    """Drop lm-eval's per-task "Custom kwargs can be passed to `--metadata`" note for this suite's
+    tasks: it fires for every task with a ``custom_dataset`` loader, and ours takes no kwargs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("act_") and "Custom kwargs can be passed to `--metadata`" in message)
+
+
+logging.getLogger("lm_eval.api.task").addFilter(_QuietCustomLoaderNote())
 
 
 def read_rows(path: Path, fields: Sequence[str] = ()) -> list[dict[str, Any]]:

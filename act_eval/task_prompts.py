@@ -33,9 +33,11 @@ def load_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), bu
     from lm_eval.tasks import TaskManager
 
     from act_eval.paths import resource_dir
+    from act_eval.suggest import check_known
 
     paths = [str(resource_dir("tasks")), *map(str, include_path)]
     manager = TaskManager(include_path=paths, include_defaults=builtin_tasks)
+    check_known("task or group", names, manager.all_tasks)
     tasks = manager.load(list(names))["tasks"]
     if not tasks:
         raise ValueError(f"no tasks found for {', '.join(names)}")

@@ -6,6 +6,8 @@ once into the act-eval cache); CI runs them, ``pytest -m "not slow"`` skips them
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from pathlib import Path
 
@@ -60,3 +62,19 @@ def task_manager(tasks_dir: Path, data_dir: Path):
 def act_tasks(task_manager) -> dict:
     """Every act-eval task, full and lite, built by lm-eval from the real data: {name: Task}."""
     return task_manager.load(task_manager.all_subtasks)["tasks"]
+
+
+@contextlib.contextmanager
+def logged(caplog, name: str):
+    """Capture INFO and above from one logger even after lm-eval stops its loggers propagating."""
+    logger = logging.getLogger(name)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # each record once, whatever the root logger does
+    try:
+        yield
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import logged
 import torch
 
 from act_eval.attention import disable_act, enable_act
@@ -183,3 +184,30 @@ def test_gemma3_real_model_calibrates(gemma3_path):
         disable_act(model)
     torch.testing.assert_close(same, plain, atol=1e-4, rtol=1e-4)
     assert (calibrated - plain).abs().max() > 1e-2
+
+
+def test_start_up_line_names_the_calibration_and_an_empty_map_is_flagged(smol, caplog):
+    with logged(caplog, "lm_eval.models.hf_act"):
+        act_lm(smol, act_heads=[[3, 1], [3, 4], [12, 0]], act_beta=0.2)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hf-act: head map")]
+    assert "3 heads [3:[1, 4], 12:[0]]" in line and "threshold 0.1, beta 0.2" in line
+    assert not [r for r in caplog.records if r.name == "lm_eval.models.hf_act" and r.levelname == "WARNING"]
+    caplog.clear()
+    with logged(caplog, "lm_eval.models.hf_act"):
+        act_lm(smol, act_heads=[])
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lm_eval.models.hf_act" and r.levelname == "WARNING"]
+    assert warnings == ["hf-act: head map act_heads selects no head: this run computes exactly what `hf` computes"]
+
+
+def test_model_info_records_the_map_that_ran(smol, tmp_path):
+    """lm-eval merges get_model_info() into results["config"]: the map's name and content hash travel with the run."""
+    from act_eval.head_map import HeadMap
+
+    hm = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
+                 num_kv_heads=3, heads={3: (1, 4), 12: (0,)}, name="test-map", beta=0.3)
+    info = act_lm(smol, head_map=str(hm.save(tmp_path / "test-map.json"))).get_model_info()
+    assert info["act"] == {
+        "head_map": "test-map", "head_map_hash": hm.content_hash, "heads": {"3": [1, 4], "12": [0]},
+        "num_calibrated_heads": 3, "threshold": 0.1, "beta": 0.3, "reference_sinks": False,
+    }
+    assert "model_num_parameters" in info  # HFLM's own info is kept

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 HEADS = "[[3,1],[5,2],[10,4],[12,0],[20,7]]"
 
 
-def run_lm_eval(launcher: list[str], model: str, model_args: str, out: Path, limit: int = 12) -> dict[int, dict]:
+def run_lm_eval(launcher: list[str], model: str, model_args: str, out: Path, limit: int = 12,
+                seen: dict | None = None) -> dict[int, dict]:
+    """The run's samples by doc_id; ``seen`` (if given) receives the results file and stderr."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = launcher + [
         "--model", model, "--model_args", model_args, "--tasks", "act_sst2",
@@ -29,6 +31,8 @@ def run_lm_eval(launcher: list[str], model: str, model_args: str, out: Path, lim
     (samples,) = out.glob("*/samples_act_sst2_*.jsonl")
     (results,) = out.glob("*/results_*.json")
     assert json.loads(results.read_text())["config"]["model"] == model
+    if seen is not None:
+        seen.update(results=json.loads(results.read_text()), stderr=proc.stderr)
     return {row["doc_id"]: row for row in map(json.loads, samples.read_text().splitlines())}
 
 
@@ -39,7 +43,13 @@ def loglik(row: dict) -> list[float]:
 def test_plain_lm_eval_knows_hf_act_and_still_knows_hf(tmp_path: Path):
     lm_eval = shutil.which("lm_eval", path=str(Path(sys.executable).parent))
     assert lm_eval, "the lm_eval console script is installed beside this Python"
-    act = run_lm_eval([lm_eval], "hf-act", f"pretrained=smollm2-135m,act_heads={HEADS}", tmp_path / "act")
+    seen: dict = {}
+    act = run_lm_eval([lm_eval], "hf-act", f"pretrained=smollm2-135m,act_heads={HEADS}", tmp_path / "act", seen=seen)
+    calibration = seen["results"]["config"]["act"]  # the map that ran, in the results file
+    assert calibration["heads"] == {"3": [1], "5": [2], "10": [4], "12": [0], "20": [7]}
+    assert calibration["num_calibrated_heads"] == 5 and calibration["head_map_hash"].startswith("sha256:")
+    assert "hf-act: head map act_heads (" in seen["stderr"]
+    assert "Custom kwargs can be passed" not in seen["stderr"]  # lm-eval's per-task note is quieted
     from act_eval.models import resolve_pretrained
 
     hf = run_lm_eval([lm_eval], "hf", f"pretrained={resolve_pretrained('smollm2-135m')}", tmp_path / "hf")

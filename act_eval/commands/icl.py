@@ -90,6 +90,7 @@ def run_icl(
 
     from act_eval.paths import resource_dir
     from act_eval.samples import ICL_MANIFEST
+    from act_eval.suggest import check_known
 
     if num_fewshot < 1:
         raise ValueError(f"ICL needs at least one demonstration, got --num_fewshot {num_fewshot}")
@@ -110,6 +111,7 @@ def run_icl(
     if resource_dir("tasks").is_dir():
         paths.insert(0, str(resource_dir("tasks")))
     task_manager = TaskManager(include_path=paths or None, include_defaults=builtin_tasks, metadata=dict(model_args))
+    check_known("task or group", tasks, task_manager.all_tasks)
     if device is None:
         # HFLM's own default is "cuda" even without a GPU; the lm-eval CLI's "cuda:0" default ends
         # in HFLM's auto-detection instead. Do that detection here.
