@@ -331,7 +331,7 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
             raise SubmissionError(
                 "manifest", f"a {manifest.arm} run must not calibrate, but {calibrated[0]} records a calibration (config.act)"
             )
-        return f"head map: none (a {manifest.arm} run, and its results record no calibration)"
+        return f"head map: none ({manifest.arm} arm; its results record no calibration)"
     included = path / HEAD_MAP_FILE
     try:
         head_map = load_head_map(included if included.is_file() else ref.name)
