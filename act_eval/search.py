@@ -1,4 +1,8 @@
-"""Head search engine: the effect of calibrating each (layer, head) alone, on held-out examples.
+"""Exact head search engine: the effect of calibrating each (layer, head) alone, on held-out examples.
+
+It confirms what the screen (:mod:`act_eval.search_screen`) estimates: per example, the log
+p(gold | choices) and correctness with each candidate head calibrated alone (:func:`exact_scores`),
+and the same for a whole map (:func:`map_scores`, the greedy pass on the validation slice).
 
 The naive procedure runs the whole model once per head per example. This one gets the same
 numbers with far less work, using only what calibration provably leaves alone:
@@ -55,16 +59,20 @@ def pad_rows(rows: tuple[tuple[int, ...], ...], device: torch.device) -> Tensor:
     return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long, device=device)
 
 
-def choice_logliks(log_probs: Tensor, example: Example, width: int) -> list[float]:
-    """Sum of log-probabilities of each choice's tokens; ``log_probs`` holds the last positions of each row."""
-    kept = log_probs.shape[1]
-    values = []
+def choice_sums(log_probs: Tensor, example: Example, start: int) -> Tensor:
+    """Summed log-probability of each choice's tokens (differentiable); column ``start`` of
+    ``log_probs`` [rows, positions, vocab] is the last prompt position."""
+    sums = []
     for row, tokens in example.choices:
-        start = example.prompt_len - 1 - (width - kept)
         idx = torch.arange(start, start + len(tokens), device=log_probs.device)
         tok = torch.tensor(tokens, device=log_probs.device)
-        values.append(float(log_probs[row, idx, tok].sum()))
-    return values
+        sums.append(log_probs[row, idx, tok].sum())
+    return torch.stack(sums)
+
+
+def choice_logliks(log_probs: Tensor, example: Example, width: int) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens; ``log_probs`` holds the last positions of each row."""
+    return choice_sums(log_probs, example, example.prompt_len - 1 - (width - log_probs.shape[1])).tolist()
 
 
 def compact_rows(example: Example) -> Example:
@@ -88,6 +96,11 @@ def is_correct(logliks: list[float], gold: int) -> bool:
     return max(range(len(logliks)), key=lambda i: (logliks[i], -i)) == gold
 
 
+def gold_logprob(logliks: list[float], gold: int) -> float:
+    """log p(gold | choices): the log-softmax over the choices' summed log-likelihoods, whose argmax is acc."""
+    return float(torch.log_softmax(torch.tensor(logliks, dtype=torch.float64), 0)[gold])
+
+
 def _kept(example: Example) -> int:
     """How many last positions of each row are scored."""
     width = max(len(r) for r in example.rows)
@@ -102,6 +115,18 @@ def _sliding_limit(model: nn.Module) -> int | None:
     if window and (any("sliding" in t for t in types) or config.model_type in ("mistral", "qwen2")):
         return window - 1
     return None
+
+
+@contextlib.contextmanager
+def calibrating(modules: list[nn.Module], layer_states: dict[int, ActHeads]) -> Iterator[None]:
+    """Attach each layer's calibration state to its attention module for the duration of the block."""
+    for layer, state in layer_states.items():
+        modules[layer].act = state
+    try:
+        yield
+    finally:
+        for layer in layer_states:
+            del modules[layer].act
 
 
 @dataclass
@@ -137,15 +162,8 @@ class HeadSearch:
         s = self.settings
         return ActHeads(heads, s.threshold, beta, s.reference_drop_first, self.rows)
 
-    @contextlib.contextmanager
-    def _calibrating(self, layer_states: dict[int, ActHeads]) -> Iterator[None]:
-        for layer, state in layer_states.items():
-            self.modules[layer].act = state
-        try:
-            yield
-        finally:
-            for layer in layer_states:
-                del self.modules[layer].act
+    def _calibrating(self, layer_states: dict[int, ActHeads]):
+        return calibrating(self.modules, layer_states)
 
     def record(self, example: Example) -> _Recorded:
         """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
@@ -185,12 +203,12 @@ class HeadSearch:
             for below in self.layers[:layer]:
                 del below.forward
 
-    def layer_results(self, rec: _Recorded, layer: int) -> dict[int, list[float]]:
-        """Log-likelihoods of every choice with each head of ``layer`` calibrated alone."""
-        heads = self.shape["num_heads"]
+    def layer_results(self, rec: _Recorded, layer: int, heads: list[int] | None = None) -> dict[int, list[float]]:
+        """Log-likelihoods of every choice with each head of ``layer`` (or of ``heads``) calibrated alone."""
+        heads = range(self.shape["num_heads"]) if heads is None else heads
         sinks = rec.sinks[layer]  # [R, H, W]
-        first = {h: int(sinks[0, h].nonzero()[0]) for h in range(heads) if bool(sinks[0, h].any())}
-        results = {h: rec.logliks for h in range(heads) if h not in first}
+        first = {h: int(sinks[0, h].nonzero()[0]) for h in heads if bool(sinks[0, h].any())}
+        results = {h: rec.logliks for h in heads if h not in first}
         rows, width = rec.x.shape
         if self.sliding_limit is not None and width > self.sliding_limit:
             first = dict.fromkeys(first, 0)  # a sliding-window cache would not hold the whole prefix
@@ -256,13 +274,15 @@ def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_O
     return groups[::-1]
 
 
-def naive_head_results(model: nn.Module, example: Example, layer: int, settings: Settings) -> dict[int, list[float]]:
-    """The reference: calibrate one head, run the whole model on every row, score from all logits."""
+def naive_head_results(
+    model: nn.Module, example: Example, layer: int, settings: Settings, heads: list[int] | None = None,
+) -> dict[int, list[float]]:
+    """The reference: calibrate one head (each of ``heads``, default all), run the whole model on every row, score from all logits."""
     rows = PromptRows()
     module = attention_modules(model)[layer]
     x = pad_rows(example.rows, next(model.parameters()).device)
     results = {}
-    for head in range(model_shape(model)["num_heads"]):
+    for head in range(model_shape(model)["num_heads"]) if heads is None else heads:
         module.act = ActHeads([head], settings.threshold, settings.beta, settings.reference_drop_first, rows)
         try:
             with torch.no_grad(), rows.set([example.prompt_len] * x.shape[0]):
@@ -273,55 +293,41 @@ def naive_head_results(model: nn.Module, example: Example, layer: int, settings:
     return results
 
 
-def score_heads(
-    model: nn.Module,
-    examples: list[Example],
-    settings: Settings,
-    checkpoint: "Checkpoint | None" = None,
-    layers: list[int] | None = None,
-    progress: bool = True,
-) -> dict[tuple[int, int], list[bool]]:
-    """Per (layer, head), whether each example is right with that head calibrated alone.
+@dataclass
+class Scored:
+    """One example under the exact engine: log p(gold | choices) and correctness, baseline and per head."""
 
-    Baseline correctness is under the key ``(-1, -1)``. Layers done in ``checkpoint`` are read
-    back, never recomputed; each finished layer is written before the next starts.
+    logp: float
+    correct: bool
+    heads: dict[tuple[int, int], tuple[float, bool]]  # (layer, head) calibrated alone
+
+
+def exact_scores(
+    model: nn.Module, examples: list[Example], settings: Settings, heads: dict[int, list[int]] | None = None,
+) -> list[Scored]:
+    """Each head of ``heads`` (default: every head) calibrated alone on each example, exactly.
+
+    Examples run one at a time: the two recording passes of one example are freed before the next,
+    so memory does not grow with the number of examples.
     """
-    from tqdm.auto import tqdm
-
     search = HeadSearch(model, settings)
-    layers = list(range(search.shape["num_layers"])) if layers is None else layers
-    done = checkpoint.load_layers() if checkpoint else {}
-    todo = [layer for layer in layers if layer not in done]
-    results: dict[tuple[int, int], list[bool]] = {}
-    recorded: list[_Recorded] = []
-    if todo:
-        for example in tqdm(examples, desc="baseline passes", disable=not progress):
-            recorded.append(search.record(example))
-        results[(-1, -1)] = [rec.correct for rec in recorded]
-        if checkpoint:
-            checkpoint.save_baseline(results[(-1, -1)])
-    bar = tqdm(total=len(todo) * len(examples), desc="scoring heads", disable=not progress)
-    for layer in layers:
-        if layer in done:
-            per_head = done[layer]
-        else:
-            per_head = {h: [] for h in range(search.shape["num_heads"])}
-            for example, rec in zip(examples, recorded):
-                for head, logliks in search.layer_results(rec, layer).items():
-                    per_head[head].append(is_correct(logliks, example.gold))
-                bar.update(1)
-            if checkpoint:
-                checkpoint.save_layer(layer, per_head)
-        for head, correct in per_head.items():
-            results[(layer, head)] = correct
-    bar.close()
-    if (-1, -1) not in results and checkpoint:
-        results[(-1, -1)] = checkpoint.load_baseline()
-    return results
+    if heads is None:
+        heads = {layer: list(range(search.shape["num_heads"])) for layer in range(search.shape["num_layers"])}
+    out = []
+    for example in examples:
+        rec = search.record(example)
+        per_head = {}
+        for layer, hs in sorted(heads.items()):
+            for head, logliks in search.layer_results(rec, layer, sorted(hs)).items():
+                per_head[(layer, head)] = (gold_logprob(logliks, example.gold), is_correct(logliks, example.gold))
+        out.append(Scored(gold_logprob(rec.logliks, example.gold), rec.correct, per_head))
+    return out
 
 
-def map_correct(model: nn.Module, heads: dict[int, list[int]], examples: list[Example], settings: Settings) -> list[bool]:
-    """Per example, whether it is right with every head of ``heads`` calibrated together."""
+def map_scores(
+    model: nn.Module, heads: dict[int, list[int]], examples: list[Example], settings: Settings,
+) -> list[tuple[float, bool]]:
+    """Per example, (log p(gold | choices), correct) with every head of ``heads`` calibrated together."""
     search = HeadSearch(model, settings)
     states = {layer: search._state(sorted(hs), settings.beta) for layer, hs in heads.items() if hs}
     out = []
@@ -330,44 +336,6 @@ def map_correct(model: nn.Module, heads: dict[int, list[int]], examples: list[Ex
             x = pad_rows(example.rows, search.device)
             with torch.no_grad(), search.rows.set([example.prompt_len] * x.shape[0]):
                 logits = model(x, use_cache=False, logits_to_keep=_kept(example)).logits
-            out.append(is_correct(choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1]), example.gold))
+            logliks = choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1])
+            out.append((gold_logprob(logliks, example.gold), is_correct(logliks, example.gold)))
     return out
-
-
-class Checkpoint:
-    """One JSON file per finished layer, under a directory tied to the search's exact inputs."""
-
-    def __init__(self, directory, digest: str) -> None:
-        import json
-        from pathlib import Path
-
-        from act_eval.head_map import atomic_write_text
-
-        self.dir = Path(directory)
-        self._json, self._write = json, atomic_write_text
-        meta = self.dir / "meta.json"
-        if meta.is_file():
-            stored = json.loads(meta.read_text()).get("digest")
-            if stored != digest:
-                raise ValueError(
-                    f"checkpoint {self.dir} belongs to a search with other inputs (model, examples or settings); "
-                    "delete it or pass --restart"
-                )
-        else:
-            self._write(meta, json.dumps({"digest": digest}))
-
-    def load_layers(self) -> dict[int, dict[int, list[bool]]]:
-        out = {}
-        for path in sorted(self.dir.glob("layer_*.json")):
-            data = self._json.loads(path.read_text())
-            out[int(data["layer"])] = {int(h): v for h, v in data["heads"].items()}
-        return out
-
-    def save_layer(self, layer: int, per_head: dict[int, list[bool]]) -> None:
-        self._write(self.dir / f"layer_{layer:03d}.json", self._json.dumps({"layer": layer, "heads": per_head}))
-
-    def save_baseline(self, correct: list[bool]) -> None:
-        self._write(self.dir / "baseline.json", self._json.dumps(correct))
-
-    def load_baseline(self) -> list[bool]:
-        return self._json.loads((self.dir / "baseline.json").read_text())

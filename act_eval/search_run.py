@@ -1,13 +1,31 @@
-"""The ``act-eval search`` job: load, draw examples, score heads, select, write the map."""
+"""The ``act-eval search`` job: screen every head, confirm exactly, keep, combine, choose settings, write maps.
+
+Stages, each checkpointed in a :class:`SearchStore` before the next reads it back:
+
+1. **screen** (:mod:`act_eval.search_screen`): one forward and one backward pass per calibration
+   example give every head's first-order effect on log p(gold | choices);
+2. **confirm** (:func:`act_eval.search.exact_scores`): the ``top_k`` heads with the largest
+   stratified estimate, a seeded random control sample of ``controls`` other heads, and per task
+   the ``per_task_candidates`` heads that task's estimate ranks first (on that task's examples),
+   each calibrated alone, exactly; Spearman's rank correlation of estimate and exact effect, on
+   the candidates and on the controls, goes into provenance;
+3. **keep** (:mod:`act_eval.selection`): only exactly confirmed heads can pass the keep rule;
+4. **combine and choose settings** (:mod:`act_eval.search_combine`) on the validation slice, a
+   disjoint part of the training data; per family and per task.
+
+Stages 1-2 run over chunks of examples; under ``torchrun`` / ``accelerate launch`` (RANK and
+WORLD_SIZE in the environment) each rank takes every WORLD_SIZE-th chunk, and rank 0 waits for
+the others' files and does stages 3-4.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import random
 import shutil
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from act_eval import __version__
@@ -21,12 +39,24 @@ class SearchConfig:
     tasks: list[str]
     out: str
     name: str | None = None
-    per_task: int = 16
-    val_per_task: int = 8
+    task_maps: str | None = None  # directory for one map per task (None: family map only)
+    per_task: int = 100
+    val_per_task: int = 20
     threshold: float = 0.1
     beta: float = 0.4
-    alpha: float = 0.2
-    patience: int = 2
+    keep_rule: str = "effect"
+    alpha: float = 0.05
+    min_effect: float = 0.005
+    harm_alpha: float = 0.05
+    top_k: int = 16
+    controls: int = 8
+    per_task_candidates: int = 2
+    patience: int = 3
+    tolerance: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.7])
+    thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.15])
+    chunk: int = 50
+    batch_size: int = 8
     seed: int = 1234
     checkpoint: str | None = None
     restart: bool = False
@@ -37,21 +67,56 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _key(layer: int, head: int) -> str:
+    return f"{layer},{head}"
+
+
+def _unkey(key: str) -> tuple[int, int]:
+    layer, head = key.split(",")
+    return int(layer), int(head)
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _protocol(tasks: list[str]) -> str:
+    spaced = {t.endswith("_spaced") for t in tasks}
+    return "spaced" if spaced == {True} else "paper" if spaced == {False} else "mixed"
+
+
+def _family(tasks: list[str]) -> str:
+    from act_eval.search_data import GROUPS
+
+    base = {t.removesuffix("_spaced") for t in tasks}
+    for family, members in GROUPS.items():
+        if base <= set(members) and len(base) > 1:
+            return family
+    return tasks[0] if len(tasks) == 1 else "custom"
+
+
 def run_search(config: SearchConfig) -> HeadMap | None:
-    """Run the search; returns the map (None on ranks other than 0 of a sharded run)."""
+    """Run the search; returns the family map (None on ranks other than 0 of a sharded run)."""
     import torch
     from lm_eval.models.huggingface import HFLM
 
     from act_eval.attention import enable_act, model_shape
     from act_eval.models import model_identity, resolve_pretrained
-    from act_eval.search import Checkpoint, Settings, map_correct, score_heads
+    from act_eval.search import Settings
     from act_eval.search_data import examples_digest, expand_tasks, held_out_examples
-    from act_eval.selection import as_layers, greedy, head_stats, screen
+    from act_eval.search_store import SearchStore
 
     check_threshold(config.threshold)
     check_beta(config.beta)
-    if config.per_task < 1 or config.val_per_task < 0:
-        raise ValueError("--per-task must be at least 1 and --val-per-task at least 0")
+    for b in config.betas:
+        check_beta(b)
+    for t in config.thresholds:
+        check_threshold(t)
+    if config.per_task < 2 or config.val_per_task < 1:
+        raise ValueError("--per-task must be at least 2 and --val-per-task at least 1 (the keep rule and the greedy pass need them)")
+    if config.keep_rule not in ("effect", "flips"):
+        raise ValueError(f"--keep-rule must be effect or flips, not {config.keep_rule!r}")
+    tasks = expand_tasks(config.tasks)  # a misspelt task is refused before the model loads
     torch.manual_seed(config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     identity = model_identity(config.model)
@@ -60,65 +125,248 @@ def run_search(config: SearchConfig) -> HeadMap | None:
     enable_act(model, None, model_id=identity, check_model=False)
     shape = model_shape(model)
     settings = Settings(config.threshold, config.beta)
-    tasks = expand_tasks(config.tasks)
     cal, cal_data = held_out_examples(lm, tasks, config.per_task, config.seed)
     val, val_data = held_out_examples(lm, tasks, config.val_per_task, config.seed, offset=config.per_task)
     if not cal:
         raise ValueError(f"none of {tasks} has a training split to search on")
 
-    digest = hashlib.sha256(
-        json.dumps([identity, shape, examples_digest(cal), asdict(settings), __version__]).encode()
-    ).hexdigest()
+    inputs = {
+        "model": identity, "shape": shape, "calibration": examples_digest(cal), "validation": examples_digest(val),
+        "settings": asdict(settings), "chunk": config.chunk, "seed": config.seed,
+    }  # the candidates are not inputs: their exact results live under a name derived from them
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     ckpt_dir = Path(config.checkpoint) if config.checkpoint else cache_dir() / "search" / digest[:16]
     rank, world = _rank_world()
     if config.restart and rank == 0 and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = Checkpoint(ckpt_dir, digest)
-    layers = [layer for layer in range(shape["num_layers"]) if layer % world == rank]
-    results = score_heads(model, cal, settings, checkpoint, layers=layers, progress=rank == 0)
-    if rank != 0:
-        return None
-    if world > 1:  # wait for the other ranks' layers
-        while len(checkpoint.load_layers()) < shape["num_layers"]:
-            time.sleep(2)
-        results = score_heads(model, cal, settings, checkpoint, progress=False)
+    store = SearchStore(ckpt_dir, digest, inputs)
+    job = SearchJob(config, model, shape, settings, store, rank, world, tasks)
+    return job.run(cal, val, identity, {"calibration": cal_data, "validation": val_data})
 
-    stats = head_stats(results)
-    kept = screen(stats, config.alpha)
 
-    def val_accuracy(heads: dict[int, list[int]]) -> float:
-        return sum(map_correct(model, heads, val, settings)) / len(val) if val else 0.0
+@dataclass
+class SearchJob:
+    """The stages on a loaded model and drawn examples (tests drive it with tiny models)."""
 
-    chosen, trajectory = greedy(kept, val_accuracy, config.patience) if val else (kept, [])
-    base_cal = sum(results[(-1, -1)]) / len(cal)
-    screened_map, greedy_map = as_layers(kept), as_layers(chosen)
-    scores = {
-        "baseline": {"calibration": base_cal, "validation": val_accuracy({}) if val else None},
-        "screened": {"heads": len(kept), "calibration": sum(map_correct(model, screened_map, cal, settings)) / len(cal),
-                     "validation": val_accuracy(screened_map) if val else None},
-        "greedy": {"heads": len(chosen), "calibration": sum(map_correct(model, greedy_map, cal, settings)) / len(cal),
-                   "validation": val_accuracy(greedy_map) if val else None},
-    }
-    out = Path(config.out)
-    family = "classification" if set(tasks) & {"act_sst2", "act_agnews"} else "multiple_choice" if set(tasks) & {"act_arc_easy", "act_copa"} else "custom"
-    hm = HeadMap(
-        model=identity, heads={layer: tuple(hs) for layer, hs in greedy_map.items()}, threshold=config.threshold,
-        beta=config.beta, name=config.name or out.name.removesuffix(".json"), task_family=family,
-        provenance={
-            "method": "act-eval search: each head calibrated alone on held-out training examples; keep rule, then greedy pass",
-            "tool": f"act-eval {__version__}",
-            "model": config.model,
-            "data": {"calibration": cal_data, "validation": val_data, "seed": config.seed,
-                     "calibration_examples": len(cal), "validation_examples": len(val),
-                     "examples_sha256": examples_digest(cal)},
-            "keep_rule": {"rule": "wins > losses and one-sided exact sign test p <= alpha", "alpha": config.alpha},
-            "greedy": {"patience": config.patience, "trajectory": trajectory},
-            "screened_heads": [[s.layer, s.head] for s in kept],
-            "scores": scores,
-            "head_stats": [s.as_dict() for s in stats],
-        },
-        **shape,
-    )
-    hm.save(out)
-    return hm
+    config: SearchConfig
+    model: object
+    shape: dict
+    settings: object
+    store: object
+    rank: int
+    world: int
+    tasks: list[str]
+
+    def run(self, cal: list, val: list, identity: str, data: dict) -> HeadMap | None:
+        screened = self.screen(cal)
+        confirmed = self.confirm(cal, screened)
+        if self.rank != 0:
+            return None
+        return self.finish(cal, val, screened, confirmed, identity, data)
+
+    # --- stage 1 -------------------------------------------------------------------------------
+
+    def screen(self, cal: list) -> dict:
+        """Per example: baseline logp and correctness, and the estimate per head (rounded for size)."""
+        from tqdm.auto import tqdm
+
+        from act_eval.search_screen import screen_examples
+
+        chunks = _chunks(len(cal), self.config.chunk)
+        names = [f"screen/chunk_{i:04d}" for i in range(len(chunks))]
+        todo = [i for i in range(len(chunks)) if i % self.world == self.rank and not self.store.has(names[i])]
+        bar = tqdm(total=sum(len(chunks[i]) for i in todo), desc="screen (forward + backward)", disable=self.rank != 0)
+        for i in todo:
+            rows = screen_examples(self.model, [cal[j] for j in chunks[i]], self.settings, self.config.batch_size)
+            self.store.save(names[i], {
+                "logp": [r.logp for r in rows], "correct": [r.correct for r in rows],
+                "grad": [[float(f"{g:.5g}") for g in r.grad.flatten().tolist()] for r in rows],
+            })
+            bar.update(len(chunks[i]))
+        bar.close()
+        self.store.wait_for(names)
+        parts = [self.store.load(n) for n in names]
+        return {k: [v for p in parts for v in p[k]] for k in ("logp", "correct", "grad")}
+
+    # --- stage 2 -------------------------------------------------------------------------------
+
+    def estimates(self, screened: dict, cal: list, task: str | None = None) -> dict[tuple[int, int], float]:
+        """Per head, the stratified mean estimate (mean of per-task means), or one task's mean."""
+        heads = self.shape["num_heads"]
+        by_task: dict[str, list[list[float]]] = {}
+        for ex, grad in zip(cal, screened["grad"]):
+            if task is None or ex.task == task:
+                by_task.setdefault(ex.task, []).append(grad)
+        means = [[sum(col) / len(rows) for col in zip(*rows)] for rows in by_task.values()]
+        pooled = [sum(col) / len(means) for col in zip(*means)]
+        return {(i // heads, i % heads): v for i, v in enumerate(pooled)}
+
+    def candidates(self, screened: dict, cal: list) -> dict:
+        """Which heads the exact engine confirms: pooled top-k, random controls, per-task top picks."""
+        est = self.estimates(screened, cal)
+        ranked = sorted(est, key=lambda h: (-est[h], h))
+        top = ranked[: self.config.top_k]
+        rest = sorted(set(est) - set(top))
+        controls = sorted(random.Random(f"{self.config.seed}:controls").sample(rest, min(self.config.controls, len(rest))))
+        per_task = {}
+        for task in sorted({e.task for e in cal}):
+            t_est = self.estimates(screened, cal, task)
+            picks = [h for h in sorted(t_est, key=lambda h: (-t_est[h], h)) if h not in top and h not in controls]
+            per_task[task] = picks[: self.config.per_task_candidates]
+        return {"top": top, "controls": controls, "per_task": per_task}
+
+    def confirm(self, cal: list, screened: dict) -> dict:
+        """Exact per-head, per-example log p(gold | choices) and correctness for every candidate."""
+        from tqdm.auto import tqdm
+
+        from act_eval.search import exact_scores
+        from act_eval.selection import as_layers
+
+        cand = self.candidates(screened, cal)
+        pooled = cand["top"] + cand["controls"]
+        chunks = _chunks(len(cal), self.config.chunk)
+        tag = hashlib.sha256(json.dumps(cand, sort_keys=True, default=list).encode()).hexdigest()[:12]
+        self.store.save(f"exact_{tag}/candidates", cand)
+        names = [f"exact_{tag}/chunk_{i:04d}" for i in range(len(chunks))]
+        todo = [i for i in range(len(chunks)) if i % self.world == self.rank and not self.store.has(names[i])]
+        bar = tqdm(total=sum(len(chunks[i]) for i in todo), desc=f"confirm exactly ({len(pooled)} heads + per task)",
+                   disable=self.rank != 0)
+        for i in todo:
+            rows = []
+            for j in chunks[i]:
+                heads = as_layers(pooled + cand["per_task"].get(cal[j].task, []))
+                scored = exact_scores(self.model, [cal[j]], self.settings, heads)[0]
+                rows.append({"logp": scored.logp, "correct": scored.correct,
+                             "heads": {_key(*h): [float(f"{v[0]:.9g}"), v[1]] for h, v in scored.heads.items()}})
+                bar.update(1)
+            self.store.save(names[i], rows)
+        bar.close()
+        self.store.wait_for(names)
+        rows = [r for n in names for r in self.store.load(n)]
+        return {"candidates": cand, "rows": rows}
+
+    # --- stages 3-4 (rank 0) -------------------------------------------------------------------
+
+    def evaluator(self, val: list, tag: str):
+        """``evaluate(heads, threshold, beta)`` on ``val``, each result stored (a resumed search re-reads it)."""
+        from act_eval.search import Settings, map_scores
+
+        def evaluate(heads: dict[int, list[int]], threshold: float, beta: float) -> list[tuple[float, bool]]:
+            key = json.dumps([tag, sorted((int(k), sorted(v)) for k, v in heads.items() if v), threshold, beta])
+            name = "evals/" + hashlib.sha256(key.encode()).hexdigest()[:20]
+            if not self.store.has(name):
+                scores = map_scores(self.model, heads, val, Settings(threshold, beta))
+                self.store.save(name, {"key": key, "scores": [[float(f"{a:.9g}"), b] for a, b in scores]})
+            return [tuple(s) for s in self.store.load(name)["scores"]]
+
+        return evaluate
+
+    def keep(self, rows: list[dict], cal: list, heads: list[tuple[int, int]], task: str | None = None):
+        from act_eval.selection import keep_heads
+
+        idx = [i for i, e in enumerate(cal) if task is None or e.task == task]
+        per_head = {h: ([rows[i]["heads"][_key(*h)][0] for i in idx], [rows[i]["heads"][_key(*h)][1] for i in idx]) for h in heads}
+        c = self.config
+        return keep_heads([rows[i]["logp"] for i in idx], [rows[i]["correct"] for i in idx], per_head,
+                          [cal[i].task for i in idx], self.shape["num_layers"] * self.shape["num_heads"], c.keep_rule,
+                          c.alpha, c.min_effect, c.harm_alpha)
+
+    def agreement(self, stats, est: dict) -> dict:
+        from act_eval.selection import spearman
+
+        exact = {(s.layer, s.head): s.effect for s in stats}
+        heads = sorted(exact)
+        return {
+            "heads": len(heads),
+            "spearman": spearman([est[h] for h in heads], [exact[h] for h in heads]),
+            "sign_agreement": sum((est[h] > 0) == (exact[h] > 0) for h in heads) / len(heads) if heads else None,
+        }
+
+    def build(self, label: str, stats, val: list, tasks: list[str]) -> dict:
+        """Greedy map at the searched setting, then the settings grid, on ``val``."""
+        from act_eval.search_combine import choose_settings, greedy_map, slice_score
+        from act_eval.selection import as_layers
+
+        c = self.config
+        evaluate = self.evaluator(val, label)
+        kept = [(s.layer, s.head) for s in stats if s.kept]
+        chosen, trajectory = greedy_map(kept, evaluate, tasks, c.threshold, c.beta, c.patience, c.tolerance)
+        heads = as_layers(chosen)
+        searched = (c.threshold, c.beta)
+        if heads:
+            (threshold, beta), grid = choose_settings(heads, evaluate, tasks, searched, c.betas, c.thresholds)
+        else:
+            (threshold, beta), grid = searched, []
+        final = slice_score(evaluate(heads, threshold, beta), tasks)
+        baseline = slice_score(evaluate({}, *searched), tasks)
+        return {"heads": heads, "threshold": threshold, "beta": beta, "kept": kept, "trajectory": trajectory, "grid": grid,
+                "validation": {"baseline": baseline.as_dict(), "map": final.as_dict()}}
+
+    def finish(self, cal, val, screened, confirmed, identity, data) -> HeadMap:
+        rows, cand = confirmed["rows"], confirmed["candidates"]
+        pooled = cand["top"] + cand["controls"]
+        stats = self.keep(rows, cal, pooled)
+        est = self.estimates(screened, cal)
+        by_head = {(s.layer, s.head): s for s in stats}
+        agreement = {
+            "candidates": self.agreement([by_head[h] for h in cand["top"]], est),
+            "controls": self.agreement([by_head[h] for h in cand["controls"]], est),
+            "all": self.agreement(stats, est),
+        }
+        val_tasks = [e.task for e in val]
+        family = self.build("family", stats, val, val_tasks)
+        common = {"identity": identity, "data": data, "agreement": agreement, "candidates": cand, "cal": cal, "val": val}
+        out = Path(self.config.out)
+        all_tasks = sorted({e.task for e in cal})
+        hm = self.write(out, self.config.name or out.name.removesuffix(".json"), _family(self.tasks), all_tasks, family, stats, common)
+        if self.config.task_maps:
+            for task in all_tasks:
+                t_heads = pooled + cand["per_task"].get(task, [])
+                t_stats = self.keep(rows, cal, t_heads, task)
+                t_val = [e for e in val if e.task == task]
+                if not t_val:
+                    continue
+                built = self.build(task, t_stats, t_val, [task] * len(t_val))
+                name = f"{hm.name}.{task}"
+                self.write(Path(self.config.task_maps) / f"{name}.json", name, task, [task], built, t_stats, common)
+        return hm
+
+    def write(self, path: Path, name: str, family: str, tasks_used: list[str], built: dict, stats, common: dict) -> HeadMap:
+        c = self.config
+        hm = HeadMap(
+            model=common["identity"], heads={layer: tuple(hs) for layer, hs in built["heads"].items()},
+            threshold=built["threshold"], beta=built["beta"], name=name, task_family=family,
+            provenance={
+                "method": "act-eval search (second generation): every head screened by a first-order estimate of its "
+                          "effect on log p(gold | choices), candidates and a random control sample confirmed exactly, "
+                          "kept by a stratified paired test, combined greedily on a disjoint validation slice of the "
+                          "training data, settings chosen on that slice",
+                "tool": f"act-eval {__version__}",
+                "model": c.model,
+                "prompt_protocol": _protocol(tasks_used),
+                "tasks": tasks_used,
+                "data": {**common["data"], "seed": c.seed, "calibration_examples": len(common["cal"]),
+                         "validation_examples": len(common["val"])},
+                "searched_setting": {"threshold": c.threshold, "beta": c.beta},
+                "keep_rule": {"rule": c.keep_rule, "alpha": c.alpha, "min_effect_nats": c.min_effect,
+                              "harm_alpha": c.harm_alpha, "test": "per-task one-sample t (scipy), Stouffer-combined "
+                              "(weights sqrt n), Holm over every head of the model; no task significantly hurt"
+                              if c.keep_rule == "effect" else "wins > losses and one-sided exact sign test p <= alpha"},
+                "screen": {"top_k": c.top_k, "controls": c.controls, "per_task_candidates": c.per_task_candidates,
+                           "candidates": {"top": [list(h) for h in common["candidates"]["top"]],
+                                          "controls": [list(h) for h in common["candidates"]["controls"]],
+                                          "per_task": {t: [list(h) for h in hs] for t, hs in common["candidates"]["per_task"].items()}},
+                           "estimate_vs_exact": common["agreement"]},
+                "combination": {"rule": "greedy on validation: stratified objective rises, task-mean accuracy does not "
+                                        "fall, no task's mean log p(gold) falls by more than tolerance",
+                                "patience": c.patience, "tolerance": c.tolerance, "kept": [list(h) for h in built["kept"]],
+                                "trajectory": built["trajectory"]},
+                "settings": {"betas": c.betas, "thresholds": c.thresholds, "chosen": {"threshold": built["threshold"], "beta": built["beta"]},
+                             "grid": built["grid"], "rule": "highest validation objective whose accuracy is not below the searched setting's"},
+                "validation": built["validation"],
+                "head_stats": [s.as_dict() for s in stats],
+            },
+            **self.shape,
+        )
+        hm.save(path)
+        return hm

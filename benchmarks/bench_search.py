@@ -1,9 +1,18 @@
-"""Head search speed: the fast engine against the naive procedure, same examples, same decisions.
+"""Head search speed, on the same examples in one run: naive, the exact engine, and screening + confirmation.
 
-Naive = what a direct search does: for every head and example, calibrate that head alone and run
-the whole model with all logits (lm-eval's ``_model_call``). Fast = ``act_eval.search.score_heads``.
-Both run here, on the same held-out SmolLM2 examples; the script checks that every (head,
-example) decision agrees and reports the time ratio.
+* naive: for every head and example, calibrate that head alone and run the whole model with all
+  logits (lm-eval's ``_model_call``);
+* exact engine (``act_eval.search.exact_scores``, the first-generation search): every head of
+  ``--layers``, each calibrated alone, from recorded states;
+* screening + confirmation (the second generation): one forward and one backward pass per example
+  estimate every head of the model, then the exact engine confirms the ``--confirm`` heads the
+  estimate ranks first.
+
+Costs are per (head, example) at the margin: model loading and example preparation are excluded,
+and every procedure's time is divided by the (head, example) pairs it decides (screening +
+confirmation decides every head of the model: the unconfirmed ones are screened out). Naive
+runs on the confirmed heads, so the script also checks that the confirmed heads' exact
+log p(gold | choices) and correctness agree with naive, example by example.
 
     python benchmarks/bench_search.py [--model smollm2-135m] [--tasks classification] [--per-task 1]
 """
@@ -21,15 +30,17 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tasks", nargs="+", default=["classification"])
     parser.add_argument("--per-task", type=int, default=1)
-    parser.add_argument("--layers", type=int, nargs="*", help="only these layers (default: all)")
+    parser.add_argument("--layers", type=int, nargs="*", help="layers the exact engine scores in full (default: all)")
+    parser.add_argument("--confirm", type=int, default=18, help="heads confirmed exactly after screening (default 18)")
     args = parser.parse_args()
 
     from lm_eval.models.huggingface import HFLM
 
     from act_eval.attention import enable_act, model_shape
     from act_eval.models import resolve_pretrained
-    from act_eval.search import Settings, is_correct, naive_head_results, score_heads
+    from act_eval.search import Settings, exact_scores, gold_logprob, is_correct, naive_head_results
     from act_eval.search_data import expand_tasks, held_out_examples
+    from act_eval.search_screen import screen_examples
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = HFLM(pretrained=resolve_pretrained(args.model), device=device, dtype="float32", batch_size=1)
@@ -39,28 +50,44 @@ def main() -> None:
     settings = Settings()
     shape = model_shape(model)
     layers = args.layers or list(range(shape["num_layers"]))
+    all_heads = shape["num_layers"] * shape["num_heads"]
+    n = len(examples)
 
     start = time.perf_counter()
-    fast = score_heads(model, examples, settings, layers=layers, progress=False)
-    fast_s = time.perf_counter() - start
+    screened = screen_examples(model, examples, settings)
+    est = sum(s.grad for s in screened) / n
+    confirm = sorted(sorted(((l, h) for l in range(shape["num_layers"]) for h in range(shape["num_heads"])),
+                            key=lambda lh: -float(est[lh]))[: args.confirm])
+    confirmed = exact_scores(model, examples, settings, {l: [h for ll, h in confirm if ll == l] for l, _ in confirm})
+    screen_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    naive: dict[tuple[int, int], list[bool]] = {}
-    for layer in layers:
-        for example in examples:
-            for head, lls in naive_head_results(model, example, layer, settings).items():
-                naive.setdefault((layer, head), []).append(is_correct(lls, example.gold))
+    exact_scores(model, examples, settings, {layer: list(range(shape["num_heads"])) for layer in layers})
+    exact_s = time.perf_counter() - start
+    exact_pairs = len(layers) * shape["num_heads"] * n
+
+    start = time.perf_counter()
+    naive = {}
+    for ex_i, example in enumerate(examples):
+        for layer, head in confirm:
+            lls = naive_head_results(model, example, layer, settings, [head])[head]
+            naive[(ex_i, layer, head)] = (gold_logprob(lls, example.gold), is_correct(lls, example.gold))
+    naive_pairs = len(naive)
     naive_s = time.perf_counter() - start
 
-    same = all(fast[key] == naive[key] for key in naive)
-    pairs = len(naive) * len(examples)
-    print(f"device={device} threads={torch.get_num_threads()} model={args.model} examples={len(examples)} "
-          f"heads={len(naive)} (head, example) pairs={pairs}")
-    print("| procedure | seconds | ms per (head, example) |")
-    print("|---|---:|---:|")
-    print(f"| naive (whole model per head, all logits) | {naive_s:.1f} | {1000 * naive_s / pairs:.1f} |")
-    print(f"| act-eval search | {fast_s:.1f} | {1000 * fast_s / pairs:.1f} |")
-    print(f"speed-up {naive_s / fast_s:.2f}x; identical decisions: {same}")
+    same = all(confirmed[i].heads[(l, h)][1] == naive[(i, l, h)][1] for (i, l, h) in naive)
+    worst = max(abs(confirmed[i].heads[(l, h)][0] - naive[(i, l, h)][0]) for (i, l, h) in naive)
+    per = {"naive": naive_s / naive_pairs, "exact": exact_s / exact_pairs, "screen": screen_s / (all_heads * n)}
+    print(f"device={device} threads={torch.get_num_threads()} model={args.model} examples={n} heads={all_heads} "
+          f"confirmed={len(confirm)} exact-engine layers={len(layers)}")
+    print("| procedure | (head, example) pairs decided | seconds | ms per (head, example) | speed-up vs naive |")
+    print("|---|--:|--:|--:|--:|")
+    print(f"| naive (whole model per head, all logits) | {naive_pairs} | {naive_s:.1f} | {1000 * per['naive']:.2f} | 1.0x |")
+    print(f"| exact engine, every head | {exact_pairs} | {exact_s:.1f} | {1000 * per['exact']:.2f} | {per['naive'] / per['exact']:.1f}x |")
+    print(f"| screening + confirmation of {len(confirm)} | {all_heads * n} | {screen_s:.1f} | {1000 * per['screen']:.2f} | "
+          f"{per['naive'] / per['screen']:.1f}x |")
+    print(f"confirmed heads vs naive: same correctness on every (head, example): {same}; "
+          f"largest |delta log p(gold)| {worst:.2e}")
     if not same:
         raise SystemExit("decisions differ")
 

@@ -1,4 +1,4 @@
-"""Head search: the fast engine agrees with direct one-head-at-a-time evaluation; resuming is exact."""
+"""Head search: the exact engine agrees with direct one-head-at-a-time evaluation; a killed search resumes exactly."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from act_eval.attention import enable_act
-from act_eval.search import Checkpoint, HeadSearch, Settings, is_correct, naive_head_results, score_heads
+from act_eval.search import HeadSearch, Settings, exact_scores, gold_logprob, is_correct, naive_head_results
 from act_eval.search_data import Example, expand_tasks
-from act_eval.selection import HeadStat, greedy, head_stats, screen
 from tiny_models import tiny_model
 
 SETTINGS = Settings(threshold=0.08, beta=0.2)
@@ -27,64 +26,34 @@ def examples(n: int = 6, seed: int = 0) -> list[Example]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
-def test_fast_search_equals_direct_evaluation(arch: str):
+def test_exact_engine_equals_direct_evaluation(arch: str):
     model = tiny_model(arch)
     enable_act(model, None, check_model=False)
     exs = examples()
-    fast = score_heads(model, exs, SETTINGS, progress=False)
-    search = HeadSearch(model, SETTINGS)
+    fast = exact_scores(model, exs, SETTINGS)
+    moved = 0
+    for ex, scored in zip(exs, fast):
+        for layer in range(3):
+            direct = naive_head_results(model, ex, layer, SETTINGS)
+            for head in range(4):
+                logp, correct = scored.heads[(layer, head)]
+                assert logp == pytest.approx(gold_logprob(direct[head], ex.gold), abs=1e-4), (layer, head)
+                assert correct == is_correct(direct[head], ex.gold)
+                moved += abs(logp - scored.logp) > 1e-3
+    assert moved > 0  # calibration changed log p(gold) somewhere: the agreement is not vacuous
+    search = HeadSearch(model, SETTINGS)  # and the log-likelihoods themselves agree to float32 noise
+    rec = search.record(exs[0])
     for layer in range(3):
-        direct = {h: [] for h in range(4)}
-        for ex in exs:
-            for head, lls in naive_head_results(model, ex, layer, SETTINGS).items():
-                direct[head].append(is_correct(lls, ex.gold))
-        for head in range(4):
-            assert fast[(layer, head)] == direct[head], (layer, head)
-    # and the log-likelihoods themselves agree to float32 noise
-    ex = exs[0]
-    rec = search.record(ex)
-    for layer in range(3):
-        quick, slow = search.layer_results(rec, layer), naive_head_results(model, ex, layer, SETTINGS)
+        quick, slow = search.layer_results(rec, layer), naive_head_results(model, exs[0], layer, SETTINGS)
         for head in range(4):
             assert max(abs(a - b) for a, b in zip(quick[head], slow[head])) < 1e-4
-    # calibration made a difference somewhere, so the comparison above is not vacuous
-    assert any(fast[(layer, head)] != fast[(-1, -1)] for layer in range(3) for head in range(4)) or any(
-        abs(a - b) > 1e-3 for layer in range(3) for h in range(4)
-        for a, b in zip(search.layer_results(rec, layer)[h], rec.logliks)
-    )
+    subset = search.layer_results(rec, 1, [2])  # a subset of heads gives the same numbers as the whole layer
+    assert list(subset) == [2] and subset[2] == pytest.approx(search.layer_results(rec, 1)[2], abs=1e-5)
 
 
-def test_resume_after_interruption_gives_identical_results(tmp_path):
-    model = tiny_model("llama")
-    enable_act(model, None, check_model=False)
-    exs = examples(5, seed=3)
-    whole = score_heads(model, exs, SETTINGS, progress=False)
-    ckpt = Checkpoint(tmp_path / "ckpt", "digest-1")
-    score_heads(model, exs, SETTINGS, ckpt, layers=[0], progress=False)  # "killed" after layer 0
-    assert sorted(p.name for p in (tmp_path / "ckpt").glob("layer_*")) == ["layer_000.json"]
-    resumed = score_heads(model, exs, SETTINGS, Checkpoint(tmp_path / "ckpt", "digest-1"), progress=False)
-    assert resumed == whole
-    with pytest.raises(ValueError, match="other inputs"):
-        Checkpoint(tmp_path / "ckpt", "digest-2")
-
-
-def test_keep_rule_and_greedy():
-    results = {(-1, -1): [True, False, False, False, True, False, False, False]}
-    results[(0, 0)] = [True, True, True, True, True, True, True, False]  # 5 wins, 0 losses
-    results[(0, 1)] = [True, True, False, False, True, False, False, False]  # 1 win: noise
-    results[(1, 0)] = [False, True, True, True, True, False, False, False]  # 3 wins, 1 loss
-    stats = {(s.layer, s.head): s for s in head_stats(results)}
-    assert (stats[(0, 0)].wins, stats[(0, 0)].losses) == (5, 0)
-    assert stats[(0, 0)].p_value == pytest.approx(1 / 32)  # sign test: 0.5 ** 5
-    assert stats[(1, 0)].p_value == pytest.approx(5 / 16)  # P(X >= 3 | n=4) = 5/16
-    assert [(s.layer, s.head) for s in screen(list(stats.values()), alpha=0.2)] == [(0, 0)]
-    assert [(s.layer, s.head) for s in screen(list(stats.values()), alpha=0.4)] == [(0, 0), (1, 0)]
-
-    kept = [HeadStat(0, 0, 8, 5, 0, 0.6, 0.03), HeadStat(1, 0, 8, 3, 1, 0.25, 0.3), HeadStat(2, 2, 8, 2, 1, 0.1, 0.5)]
-    scores = {(): 0.5, ((0, (0,)),): 0.6, ((0, (0,)), (1, (0,))): 0.55, ((0, (0,)), (1, (0,)), (2, (2,))): 0.58}
-    chosen, trajectory = greedy(kept, lambda heads: scores[tuple((k, tuple(v)) for k, v in heads.items())], patience=2)
-    assert [(s.layer, s.head) for s in chosen] == [(0, 0)]
-    assert [row["accuracy"] for row in trajectory] == [0.5, 0.6, 0.55, 0.58]
+def test_gold_logprob_is_the_log_softmax_over_choices():
+    assert gold_logprob([-1.0, -2.0], 0) == pytest.approx(-1.0 - torch.logsumexp(torch.tensor([-1.0, -2.0]), 0).item())
+    assert gold_logprob([-3.0, -3.0, -3.0], 2) == pytest.approx(-torch.log(torch.tensor(3.0)).item())
 
 
 def test_family_names_expand_to_tasks():
@@ -157,3 +126,52 @@ def test_fast_search_equals_direct_evaluation_on_real_smollm2(smollm2_path, monk
             assert is_correct(quick[head], exs[0].gold) == is_correct(slow[head], exs[0].gold)
     assert len(set(passes)) > 2 and min(passes) > 0
     assert changed > 0  # calibration moved some log-likelihoods: the agreement is not vacuous
+
+
+def _job(tmp_path, model, digest="digest-1", **overrides):
+    from act_eval.attention import model_shape
+    from act_eval.search_run import SearchConfig, SearchJob
+    from act_eval.search_store import SearchStore
+
+    config = SearchConfig(model="tiny", tasks=["a", "b"], out=str(tmp_path / "map.json"), task_maps=str(tmp_path / "tasks"),
+                          top_k=4, controls=2, per_task_candidates=1, chunk=3, batch_size=2, threshold=0.08, beta=0.2,
+                          alpha=1.0, min_effect=-1.0, harm_alpha=0.0, betas=[0.2, 0.7], thresholds=[0.08], **overrides)
+    store = SearchStore(tmp_path / "ckpt", digest)
+    return SearchJob(config, model, model_shape(model), Settings(config.threshold, config.beta), store, 0, 1, ["a", "b"])
+
+
+def _tasked(exs: list[Example], first: int = 0) -> list[Example]:
+    from dataclasses import replace
+
+    return [replace(e, task="ab"[(i + first) % 2]) for i, e in enumerate(exs)]
+
+
+def test_killed_search_resumes_to_the_identical_map(tmp_path):
+    import json
+    import shutil
+
+    model = tiny_model("llama")
+    enable_act(model, None, check_model=False)
+    cal, val = _tasked(examples(8, seed=3)), _tasked(examples(4, seed=4))
+    whole = _job(tmp_path / "whole", model).run(cal, val, "tiny", {})
+    ckpt = tmp_path / "whole" / "ckpt"
+    assert sorted(p.name for p in (ckpt / "screen").iterdir()) == ["chunk_0000.json.gz", "chunk_0001.json.gz", "chunk_0002.json.gz"]
+    # "killed" part-way: a copy of the checkpoint without the last screening chunk, the exact results and most evaluations
+    shutil.copytree(ckpt, tmp_path / "killed" / "ckpt")
+    killed = tmp_path / "killed" / "ckpt"
+    (killed / "screen" / "chunk_0002.json.gz").unlink()
+    for exact in killed.glob("exact_*"):
+        shutil.rmtree(exact)
+    for stored in sorted((killed / "evals").iterdir())[1:]:
+        stored.unlink()
+    resumed = _job(tmp_path / "killed", model).run(cal, val, "tiny", {})
+    assert resumed.content_hash == whole.content_hash
+    assert json.loads((tmp_path / "killed" / "map.json").read_text())["heads"] == json.loads((tmp_path / "whole" / "map.json").read_text())["heads"]
+    assert sorted(p.name for p in (tmp_path / "killed" / "tasks").iterdir()) == ["map.a.json", "map.b.json"]
+    prov = whole.provenance
+    assert prov["screen"]["estimate_vs_exact"]["controls"]["heads"] == 2
+    assert {(s["layer"], s["head"]) for s in prov["head_stats"]} == {tuple(h) for h in prov["screen"]["candidates"]["top"] + prov["screen"]["candidates"]["controls"]}
+    kept = {tuple(h) for h in prov["combination"]["kept"]}
+    assert {(layer, h) for layer, hs in whole.heads.items() for h in hs} <= kept  # only confirmed, kept heads enter a map
+    with pytest.raises(ValueError, match="other inputs"):
+        _job(tmp_path / "whole", model, digest="digest-2")

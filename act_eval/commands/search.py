@@ -1,4 +1,4 @@
-"""``act-eval search``: build a head map from held-out training data."""
+"""``act-eval search``: build head maps from held-out training data."""
 
 from __future__ import annotations
 
@@ -9,22 +9,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
         help="search which heads to calibrate, on held-out training examples",
-        description="Score every (layer, head) by calibrating it alone on held-out training examples, keep the heads "
-        "that pass the keep rule, refine greedily on a separate slice, and write a head map with full provenance. "
-        "Resumable (a checkpoint after each layer) and shardable across processes (torchrun / accelerate launch).",
+        description="Screen every (layer, head) with a first-order estimate of its effect on log p(gold | choices) "
+        "(one forward and one backward pass per example), confirm the top candidates and a random control sample "
+        "exactly, keep heads by a stratified paired test with Holm's correction, combine them greedily on a disjoint "
+        "validation slice of the training data, choose beta and the threshold there, and write head maps with full "
+        "provenance. Checkpointed (resumable later, elsewhere, with the same --checkpoint directory) and shardable "
+        "across processes (torchrun / accelerate launch).",
     )
     p.add_argument("--model", required=True, help="embedded name (smollm2-135m, gemma3-270m), hub id or path")
-    p.add_argument("--tasks", required=True, nargs="+", help="family (classification, multiple_choice), group or task names")
-    p.add_argument("--out", required=True, help="where to write the head map (JSON)")
+    p.add_argument("--tasks", required=True, nargs="+",
+                   help="family (classification, classification_spaced, multiple_choice), group or task names")
+    p.add_argument("--out", required=True, help="where to write the family head map (JSON)")
     p.add_argument("--name", help="the map's name (default: the file name without .json)")
-    p.add_argument("--per-task", type=int, default=16, help="calibration examples per task (default 16)")
-    p.add_argument("--val-per-task", type=int, default=8, help="validation examples per task for the greedy pass (default 8)")
-    p.add_argument("--threshold", type=float, default=0.1)
-    p.add_argument("--beta", type=float, default=0.4)
-    p.add_argument("--alpha", type=float, default=0.2, help="keep rule: one-sided sign-test level (default 0.2)")
-    p.add_argument("--patience", type=int, default=2, help="greedy pass: stop after this many non-improving additions")
-    p.add_argument("--seed", type=int, default=1234, help="which training documents are drawn")
-    p.add_argument("--checkpoint", help="checkpoint directory (default: in the act-eval cache, named by the inputs)")
+    p.add_argument("--task-maps", metavar="DIR", help="also write one map per task into DIR (<name>.<task>.json)")
+    p.add_argument("--per-task", type=int, default=100, help="calibration documents per task (default 100)")
+    p.add_argument("--val-per-task", type=int, default=20, help="validation documents per task, disjoint (default 20)")
+    p.add_argument("--threshold", type=float, default=0.1, help="the searched threshold (default 0.1)")
+    p.add_argument("--beta", type=float, default=0.4, help="the searched beta (default 0.4)")
+    p.add_argument("--keep-rule", choices=["effect", "flips"], default="effect",
+                   help="effect: stratified paired t on log p(gold) with Holm (default); flips: the first-generation sign test")
+    p.add_argument("--alpha", type=float, default=0.05, help="keep rule level (Holm-adjusted for effect; default 0.05)")
+    p.add_argument("--min-effect", type=float, default=0.005, help="keep rule: minimum mean change in log p(gold), nats")
+    p.add_argument("--harm-alpha", type=float, default=0.05, help="keep rule: reject a head that hurts any task at this level")
+    p.add_argument("--top-k", type=int, default=16, help="heads the exact engine confirms, by estimate (default 16)")
+    p.add_argument("--controls", type=int, default=8, help="random control heads confirmed exactly (default 8)")
+    p.add_argument("--per-task-candidates", type=int, default=2, help="extra heads per task confirmed on that task")
+    p.add_argument("--patience", type=int, default=3, help="greedy pass: stop after this many rejections in a row")
+    p.add_argument("--tolerance", type=float, default=0.0, help="greedy pass: largest allowed drop of one task's mean log p(gold)")
+    p.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.7], help="settings grid on validation")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="settings grid on validation")
+    p.add_argument("--chunk", type=int, default=50, help="examples per checkpoint file (default 50)")
+    p.add_argument("--batch-size", type=int, default=8, help="examples per screening pass (default 8)")
+    p.add_argument("--seed", type=int, default=1234, help="which training documents are drawn, and the control sample")
+    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint directory (default: in the act-eval cache, named by the inputs)")
     p.add_argument("--restart", action="store_true", help="discard an existing checkpoint")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.set_defaults(func=_run)
@@ -33,12 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from act_eval.search_run import SearchConfig, run_search
 
-    config = SearchConfig(
-        model=args.model, tasks=args.tasks, out=args.out, name=args.name, per_task=args.per_task,
-        val_per_task=args.val_per_task, threshold=args.threshold, beta=args.beta, alpha=args.alpha,
-        patience=args.patience, seed=args.seed, checkpoint=args.checkpoint, restart=args.restart, device=args.device,
-    )
+    fields = SearchConfig.__dataclass_fields__
+    config = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})
     hm = run_search(config)
-    if hm is not None:
-        print(hm.describe())
+    if hm is not None:  # the full provenance: act-eval head-maps show NAME --json
+        v = hm.provenance["validation"]
+        print(hm.summary_line())
+        print(f"heads: {sorted((layer, h) for layer, hs in hm.heads.items() for h in hs)}")
+        print(f"validation: objective {v['baseline']['objective']:.4f} -> {v['map']['objective']:.4f}, "
+              f"accuracy {v['baseline']['accuracy']:.4f} -> {v['map']['accuracy']:.4f}")
     return 0

@@ -1,0 +1,97 @@
+"""Screening: a first-order estimate of every head's effect from one forward and one backward pass.
+
+Every head of every layer is mixed as ``o + alpha * (o_cal - o)`` (``ActHeads.mix``, one alpha per
+example and head), with ``alpha = 0``: the forward pass is the plain model, and the gradient of
+log p(gold | choices) with respect to each alpha is the effect's first-order (tangent) estimate
+at no calibration. ``alpha = 1`` for one head is that head calibrated exactly. The sink set and the
+redistribution come from :mod:`act_eval.calibration` through the ACT attention function, as in
+every other path. The sink set itself is piecewise constant, so it carries no gradient.
+
+An estimate ranks heads; it does not decide. The exact engine (:mod:`act_eval.search`) confirms
+the candidates it ranks first and a random control sample, and only confirmed heads enter a map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from act_eval.attention import ActHeads, PromptRows, attention_modules, model_shape
+from act_eval.search import Settings, calibrating, choice_sums, compact_rows, gold_logprob, is_correct, pad_rows
+from act_eval.search_data import Example
+
+
+@dataclass
+class Screened:
+    """One example: baseline log p(gold | choices), correctness, and d log p / d alpha per (layer, head)."""
+
+    logp: float
+    correct: bool
+    grad: Tensor  # [layers, heads], float64 on the CPU
+
+
+def _batches(examples: list[Example], batch_size: int) -> list[list[int]]:
+    """Indices of ``examples`` in batches of similar length (less padding), in a fixed order."""
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].prompt_len, max(map(len, examples[i].rows)), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def screen_examples(
+    model: nn.Module, examples: list[Example], settings: Settings, batch_size: int = 8, at: Tensor | None = None,
+) -> list[Screened]:
+    """The first-order effect of calibrating each head alone, per example, in batches.
+
+    ``at`` ([layers, heads]) moves the point where the gradient is taken (default 0, the plain
+    model); tests use it for finite differences and for alpha = 1.
+    """
+    if model.config._attn_implementation != "act":
+        raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
+    shape = model_shape(model)
+    modules = attention_modules(model)
+    device = next(model.parameters()).device
+    heads = list(range(shape["num_heads"]))
+    out: list[Screened | None] = [None] * len(examples)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:  # only the alphas need gradients
+        p.requires_grad_(False)
+    try:
+        for batch in _batches(examples, batch_size):
+            for i, screened in zip(batch, _screen_batch(model, modules, device, heads, [examples[i] for i in batch], settings, at)):
+                out[i] = screened
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return out  # type: ignore[return-value]
+
+
+def _screen_batch(model, modules, device, heads, batch: list[Example], settings: Settings, at: Tensor | None) -> list[Screened]:
+    batch = [compact_rows(e) for e in batch]
+    rows = tuple(r for e in batch for r in e.rows)
+    owner = torch.tensor([k for k, e in enumerate(batch) for _ in e.rows], device=device)
+    x = pad_rows(rows, device)
+    lo = min(e.prompt_len for e in batch) - 1
+    hi = max(len(r) for r in rows)
+    alpha = torch.zeros(len(modules), len(batch), len(heads), dtype=torch.float32, device=device)
+    if at is not None:
+        alpha += at.to(alpha)[:, None, :]
+    alpha.requires_grad_(True)
+    prompt = PromptRows()
+    states = [ActHeads(heads, settings.threshold, settings.beta, settings.reference_drop_first, prompt) for _ in modules]
+    for layer, state in enumerate(states):
+        state.mix = alpha[layer][owner]
+    with calibrating(modules, dict(enumerate(states))), prompt.set([e.prompt_len for e in batch for _ in e.rows]):
+        logits = model(x, use_cache=False, logits_to_keep=torch.arange(lo, hi, device=device)).logits
+    log_probs = torch.log_softmax(logits.float(), -1)
+    first = 0
+    objectives, results = [], []
+    for e in batch:
+        sums = choice_sums(log_probs[first : first + len(e.rows)], e, e.prompt_len - 1 - lo)
+        first += len(e.rows)
+        objectives.append(torch.log_softmax(sums, 0)[e.gold])
+        logliks = sums.detach().double().tolist()
+        results.append((gold_logprob(logliks, e.gold), is_correct(logliks, e.gold)))
+    (grad,) = torch.autograd.grad(torch.stack(objectives).sum(), alpha)  # example k only sees alpha[:, k]
+    grad = grad.detach().double().cpu()
+    return [Screened(logp, correct, grad[:, k]) for k, (logp, correct) in enumerate(results)]
