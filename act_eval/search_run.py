@@ -164,6 +164,12 @@ class SearchJob:
             return None
         return self.finish(cal, val, screened, confirmed, identity, data)
 
+    def todo(self, names: list[str]) -> list[int]:
+        """Chunks still to compute: this rank's share first, then the others' (a rank that died or
+        lags is covered; results are deterministic and written atomically, so a chunk done twice is harmless)."""
+        missing = [i for i in range(len(names)) if not self.store.has(names[i])]
+        return sorted(missing, key=lambda i: (i % self.world != self.rank, i))
+
     # --- stage 1 -------------------------------------------------------------------------------
 
     def screen(self, cal: list) -> dict:
@@ -174,9 +180,11 @@ class SearchJob:
 
         chunks = _chunks(len(cal), self.config.chunk)
         names = [f"screen/chunk_{i:04d}" for i in range(len(chunks))]
-        todo = [i for i in range(len(chunks)) if i % self.world == self.rank and not self.store.has(names[i])]
+        todo = self.todo(names)
         bar = tqdm(total=sum(len(chunks[i]) for i in todo), desc="screen (forward + backward)", disable=self.rank != 0)
         for i in todo:
+            if self.store.has(names[i]):  # another process finished it meanwhile
+                continue
             rows = screen_examples(self.model, [cal[j] for j in chunks[i]], self.settings, self.config.batch_size)
             self.store.save(names[i], {
                 "logp": [r.logp for r in rows], "correct": [r.correct for r in rows],
@@ -228,10 +236,12 @@ class SearchJob:
         tag = hashlib.sha256(json.dumps(cand, sort_keys=True, default=list).encode()).hexdigest()[:12]
         self.store.save(f"exact_{tag}/candidates", cand)
         names = [f"exact_{tag}/chunk_{i:04d}" for i in range(len(chunks))]
-        todo = [i for i in range(len(chunks)) if i % self.world == self.rank and not self.store.has(names[i])]
+        todo = self.todo(names)
         bar = tqdm(total=sum(len(chunks[i]) for i in todo), desc=f"confirm exactly ({len(pooled)} heads + per task)",
                    disable=self.rank != 0)
         for i in todo:
+            if self.store.has(names[i]):
+                continue
             rows = []
             for j in chunks[i]:
                 heads = as_layers(pooled + cand["per_task"].get(cal[j].task, []))
