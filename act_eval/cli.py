@@ -15,6 +15,7 @@ from act_eval import __version__
 
 # subcommand module names, in the order ``--help`` lists them
 COMMANDS = [
+    "demo",
     "models",
     "head_maps",
     "tasks",

@@ -14,7 +14,7 @@ from typing import Any
 
 from lm_eval.api.registry import register_model
 
-from act_eval.attention import ActController, config_shape, enable_act
+from act_eval.attention import KERNELS, ActController, config_shape, enable_act
 from act_eval.head_map import HeadMapError, check_beta, check_threshold, resolve_head_map
 from act_eval.hf_fast import HFFastLM
 from act_eval.models import model_identity, resolve_pretrained
@@ -30,7 +30,7 @@ def _as_bool(name: str, value: Any) -> bool:
     raise HeadMapError(f"{name} must be true or false, got {value!r}")
 
 
-def _config_without_weights(pretrained: str, kwargs: dict[str, Any]):
+def config_without_weights(pretrained: str, kwargs: dict[str, Any]):
     """The model's config, read as HFLM will read it, without loading weights."""
     from transformers import AutoConfig
 
@@ -61,8 +61,9 @@ class HFActLM(HFFastLM):
 
     Model args beyond ``hf``'s: ``head_map`` (published name or JSON path), ``act_heads``
     (inline ``[[layer, head], ...]``), ``act_threshold``, ``act_beta``,
-    ``act_reference_sinks`` (reproduce the authors' "drop the first detected sink"), and
-    ``act_check_model`` (refuse a map made for another model; default true).
+    ``act_reference_sinks`` (reproduce the authors' "drop the first detected sink"),
+    ``act_check_model`` (refuse a map made for another model; default true), and ``act_kernel``
+    (``blockwise``, the default, or ``eager``, the float32 reference: same numbers).
     """
 
     PROMPT_SENSITIVE = True
@@ -76,6 +77,7 @@ class HFActLM(HFFastLM):
         act_beta: float | None = None,
         act_reference_sinks: bool | str = False,
         act_check_model: bool | str = True,
+        act_kernel: str = KERNELS[0],
         **kwargs: Any,
     ) -> None:
         if kwargs.get("tp_plan") is not None:
@@ -91,6 +93,8 @@ class HFActLM(HFFastLM):
         beta = None if act_beta is None else check_beta(act_beta)
         reference = _as_bool("act_reference_sinks", act_reference_sinks)
         check_model = _as_bool("act_check_model", act_check_model)
+        if act_kernel not in KERNELS:
+            raise HeadMapError(f"act_kernel must be one of {', '.join(KERNELS)}, got {act_kernel!r}")
         if isinstance(act_heads, str):
             try:
                 act_heads = json.loads(act_heads)
@@ -98,9 +102,9 @@ class HFActLM(HFFastLM):
                 raise HeadMapError(f"act_heads must be JSON like [[layer, head], ...], got {act_heads!r} ({err})") from None
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
-            identity, config = model_identity(pretrained), _config_without_weights(pretrained, kwargs)
+            identity, config = model_identity(pretrained), config_without_weights(pretrained, kwargs)
         else:
-            identity, config = getattr(pretrained.config, "_name_or_path", ""), pretrained.config
+            identity, config = model_identity(getattr(pretrained.config, "_name_or_path", "") or ""), pretrained.config
         # the map is read and fitted to the model's config before any weights load
         calibration = resolve_head_map(
             head_map if head_map is not None else act_heads, model_id=identity, check_model=check_model, **config_shape(config)
@@ -116,6 +120,7 @@ class HFActLM(HFFastLM):
             reference_drop_first=reference,
             model_id=identity,
             check_model=check_model,
+            kernel=act_kernel,
         )
         self._reference_sinks = reference
         _announce(self.act_config)

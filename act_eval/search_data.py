@@ -32,10 +32,15 @@ class Example:
 
 def expand_tasks(names: list[str]) -> list[str]:
     """Accept family names (``classification``), lm-eval group names (``act_classification``) or tasks."""
+    from act_eval.suggest import check_known
+    from act_eval.task_suite import suite_task_manager
+
     out: list[str] = []
     for name in names:
         key = name.removeprefix("act_")
         out.extend(GROUPS.get(key, [name]))
+    known = [*suite_task_manager().all_tasks, *GROUPS]
+    check_known("task, group or family", [n for n in names if n.removeprefix("act_") not in GROUPS], known)
     return list(dict.fromkeys(out))
 
 
@@ -62,12 +67,9 @@ def held_out_examples(lm, task_names: list[str], per_task: int, seed: int = 1234
 
     Returns the examples and a description for the map's provenance.
     """
-    from lm_eval.tasks import TaskManager
+    from act_eval.task_suite import suite_task_manager
 
-    from act_eval.paths import resource_dir
-
-    manager = TaskManager(include_path=[str(resource_dir("tasks"))], include_defaults=False)
-    loaded = manager.load(task_names)["tasks"]
+    loaded = suite_task_manager().load(task_names)["tasks"]
     examples: list[Example] = []
     used: dict[str, dict] = {}
     for name in task_names:

@@ -30,13 +30,10 @@ class Prompt:
 
 def load_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), builtin_tasks: bool = True) -> dict[str, Task]:
     """lm-eval's tasks for ``names`` (groups expand to their tasks), act-eval's task YAMLs included."""
-    from lm_eval.tasks import TaskManager
-
-    from act_eval.paths import resource_dir
     from act_eval.suggest import check_known
+    from act_eval.task_suite import suite_task_manager
 
-    paths = [str(resource_dir("tasks")), *map(str, include_path)]
-    manager = TaskManager(include_path=paths, include_defaults=builtin_tasks)
+    manager = suite_task_manager(include_path, builtin_tasks)
     check_known("task or group", names, manager.all_tasks)
     tasks = manager.load(list(names))["tasks"]
     if not tasks:

@@ -30,3 +30,9 @@ def test_a_misspelt_task_is_named_before_any_model_loads(capsys, tmp_path):
 def test_unexpected_errors_name_their_type_and_point_to_debug():
     assert error_line(RuntimeError("CUDA out of\nmemory")) == "RuntimeError: CUDA out of memory (run with --debug for the traceback)"
     assert error_line(KeyError("no 'acc' in the run")) == "no 'acc' in the run"
+
+
+def test_a_misspelt_family_is_refused_before_the_search_loads_a_model(capsys, tmp_path):
+    args = ["search", "--model", "/no/such/model", "--tasks", "clasification", "--out", str(tmp_path / "map.json")]
+    assert main(args) == 2
+    assert capsys.readouterr().err == "act-eval search: error: unknown task, group or family 'clasification' (did you mean 'classification'?)\n"

@@ -22,12 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from act_eval.evaluate import evaluate_and_save
 from act_eval.head_map import atomic_write_text
 
 if TYPE_CHECKING:
-    from lm_eval.api.model import LM
-    from lm_eval.tasks import TaskManager
-
     from act_eval.samples import Run
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
@@ -86,11 +84,10 @@ def run_icl(
     same settings can be extended with more seeds (e.g. seeds run by several processes at once).
     """
     from lm_eval.api.registry import get_model
-    from lm_eval.tasks import TaskManager
 
-    from act_eval.paths import resource_dir
     from act_eval.samples import ICL_MANIFEST
     from act_eval.suggest import check_known
+    from act_eval.task_suite import suite_task_manager
 
     if num_fewshot < 1:
         raise ValueError(f"ICL needs at least one demonstration, got --num_fewshot {num_fewshot}")
@@ -107,10 +104,7 @@ def run_icl(
                 f"k={existing.get('num_fewshot')}, tasks={existing.get('tasks')}, model={existing.get('model')}); "
                 "choose a new --output_path"
             )
-    paths = [str(p) for p in include_path]
-    if resource_dir("tasks").is_dir():
-        paths.insert(0, str(resource_dir("tasks")))
-    task_manager = TaskManager(include_path=paths or None, include_defaults=builtin_tasks, metadata=dict(model_args))
+    task_manager = suite_task_manager(include_path, builtin_tasks, metadata=model_args)
     check_known("task or group", tasks, task_manager.all_tasks)
     if device is None:
         # HFLM's own default is "cuda" even without a GPU; the lm-eval CLI's "cuda:0" default ends
@@ -186,50 +180,6 @@ def finished_run(
             "choose a new --output_path or remove that directory"
         )
     return run.results_path
-
-
-def evaluate_and_save(
-    model: str | LM,
-    model_args: dict[str, Any],
-    tasks: Sequence[str],
-    output_path: str | Path,
-    *,
-    task_manager: TaskManager,
-    model_type: str | None = None,
-    **evaluate_kwargs: Any,
-) -> Path:
-    """One ``simple_evaluate`` call saved as ``lm_eval --output_path OUT --log_samples`` saves it; returns the results file.
-
-    ``model`` is an lm-eval model name or an already loaded LM (then ``model_args`` only names
-    the output directory, as lm-eval's tracker takes the name from ``pretrained=``, and
-    ``model_type`` is recorded as the results' ``config.model``, where the CLI records the
-    ``--model`` it was given and ``simple_evaluate`` would put the weights' path).
-    """
-    from lm_eval import evaluator
-    from lm_eval.loggers import EvaluationTracker
-
-    tracker = EvaluationTracker(output_path=str(output_path))
-    results = evaluator.simple_evaluate(
-        model=model,
-        model_args=dict(model_args),
-        tasks=list(tasks),
-        log_samples=True,
-        evaluation_tracker=tracker,
-        task_manager=task_manager,
-        **evaluate_kwargs,
-    )
-    samples = results.pop("samples")
-    if model_type is not None:
-        results["config"]["model"] = model_type
-    # as lm-eval's CLI (_cli/run.py): aggregated results first (this sets the date id), then samples
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task_name in results["configs"]:
-        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-    model_dir = str(tracker.general_config_tracker.model_name_sanitized)
-    written = Path(output_path) / model_dir / f"results_{getattr(tracker, 'date_id', '')}.json"
-    if not written.is_file():
-        raise FileNotFoundError(f"lm-eval did not write {written} (see its log above)")
-    return written
 
 
 def icl_summary(paths: Sequence[str | Path], metric: str = "acc", filter_name: str | None = None) -> str:
