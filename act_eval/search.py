@@ -324,18 +324,56 @@ def exact_scores(
     return out
 
 
+def length_batches(examples: list[Example], batch_size: int) -> list[list[int]]:
+    """Indices of ``examples`` in batches of similar prompt length (less padding), in a fixed order."""
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].prompt_len, max(map(len, examples[i].rows)), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@dataclass
+class RowBatch:
+    """Several examples' compacted rows in one right-padded batch; positions ``keep`` reach the LM head."""
+
+    examples: list[Example]
+    x: Tensor
+    owner: Tensor  # [rows]: which example each row belongs to
+    lengths: list[int]  # per row, its prompt length (the rows that decide the sink set)
+    lo: int  # first position kept: the earliest last-prompt position
+
+    @classmethod
+    def of(cls, examples: list[Example], device: torch.device) -> "RowBatch":
+        examples = [compact_rows(e) for e in examples]
+        rows = tuple(r for e in examples for r in e.rows)
+        owner = torch.tensor([k for k, e in enumerate(examples) for _ in e.rows], device=device)
+        lengths = [e.prompt_len for e in examples for _ in e.rows]
+        return cls(examples, pad_rows(rows, device), owner, lengths, min(e.prompt_len for e in examples) - 1)
+
+    @property
+    def keep(self) -> Tensor:
+        return torch.arange(self.lo, self.x.shape[1], device=self.x.device)
+
+    def choice_sums(self, log_probs: Tensor) -> list[Tensor]:
+        """Per example, its choices' summed log-probabilities from ``log_probs`` [rows, keep, vocab]."""
+        out, first = [], 0
+        for e in self.examples:
+            out.append(choice_sums(log_probs[first : first + len(e.rows)], e, e.prompt_len - 1 - self.lo))
+            first += len(e.rows)
+        return out
+
+
 def map_scores(
-    model: nn.Module, heads: dict[int, list[int]], examples: list[Example], settings: Settings,
+    model: nn.Module, heads: dict[int, list[int]], examples: list[Example], settings: Settings, batch_size: int = 8,
 ) -> list[tuple[float, bool]]:
-    """Per example, (log p(gold | choices), correct) with every head of ``heads`` calibrated together."""
+    """Per example, (log p(gold | choices), correct) with every head of ``heads`` calibrated together (batched)."""
     search = HeadSearch(model, settings)
     states = {layer: search._state(sorted(hs), settings.beta) for layer, hs in heads.items() if hs}
-    out = []
+    out: list[tuple[float, bool]] = [(0.0, False)] * len(examples)
     with search._calibrating(states):
-        for example in map(compact_rows, examples):
-            x = pad_rows(example.rows, search.device)
-            with torch.no_grad(), search.rows.set([example.prompt_len] * x.shape[0]):
-                logits = model(x, use_cache=False, logits_to_keep=_kept(example)).logits
-            logliks = choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1])
-            out.append((gold_logprob(logliks, example.gold), is_correct(logliks, example.gold)))
+        for idx in length_batches(examples, batch_size):
+            batch = RowBatch.of([examples[i] for i in idx], search.device)
+            with torch.no_grad(), search.rows.set(batch.lengths):
+                logits = model(batch.x, use_cache=False, logits_to_keep=batch.keep).logits
+            for i, e, sums in zip(idx, batch.examples, batch.choice_sums(torch.log_softmax(logits.float(), -1))):
+                logliks = sums.double().tolist()
+                out[i] = (gold_logprob(logliks, e.gold), is_correct(logliks, e.gold))
     return out

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from act_eval.attention import ActHeads, PromptRows, attention_modules, model_shape
-from act_eval.search import Settings, calibrating, choice_sums, compact_rows, gold_logprob, is_correct, pad_rows
+from act_eval.search import RowBatch, Settings, calibrating, gold_logprob, is_correct, length_batches
 from act_eval.search_data import Example
 
 
@@ -30,12 +30,6 @@ class Screened:
     logp: float
     correct: bool
     grad: Tensor  # [layers, heads], float64 on the CPU
-
-
-def _batches(examples: list[Example], batch_size: int) -> list[list[int]]:
-    """Indices of ``examples`` in batches of similar length (less padding), in a fixed order."""
-    order = sorted(range(len(examples)), key=lambda i: (examples[i].prompt_len, max(map(len, examples[i].rows)), i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def screen_examples(
@@ -57,7 +51,7 @@ def screen_examples(
     for p in frozen:  # only the alphas need gradients
         p.requires_grad_(False)
     try:
-        for batch in _batches(examples, batch_size):
+        for batch in length_batches(examples, batch_size):
             for i, screened in zip(batch, _screen_batch(model, modules, device, heads, [examples[i] for i in batch], settings, at)):
                 out[i] = screened
     finally:
@@ -67,12 +61,7 @@ def screen_examples(
 
 
 def _screen_batch(model, modules, device, heads, batch: list[Example], settings: Settings, at: Tensor | None) -> list[Screened]:
-    batch = [compact_rows(e) for e in batch]
-    rows = tuple(r for e in batch for r in e.rows)
-    owner = torch.tensor([k for k, e in enumerate(batch) for _ in e.rows], device=device)
-    x = pad_rows(rows, device)
-    lo = min(e.prompt_len for e in batch) - 1
-    hi = max(len(r) for r in rows)
+    rows = RowBatch.of(batch, device)
     alpha = torch.zeros(len(modules), len(batch), len(heads), dtype=torch.float32, device=device)
     if at is not None:
         alpha += at.to(alpha)[:, None, :]
@@ -80,15 +69,11 @@ def _screen_batch(model, modules, device, heads, batch: list[Example], settings:
     prompt = PromptRows()
     states = [ActHeads(heads, settings.threshold, settings.beta, settings.reference_drop_first, prompt) for _ in modules]
     for layer, state in enumerate(states):
-        state.mix = alpha[layer][owner]
-    with calibrating(modules, dict(enumerate(states))), prompt.set([e.prompt_len for e in batch for _ in e.rows]):
-        logits = model(x, use_cache=False, logits_to_keep=torch.arange(lo, hi, device=device)).logits
-    log_probs = torch.log_softmax(logits.float(), -1)
-    first = 0
+        state.mix = alpha[layer][rows.owner]
+    with calibrating(modules, dict(enumerate(states))), prompt.set(rows.lengths):
+        logits = model(rows.x, use_cache=False, logits_to_keep=rows.keep).logits
     objectives, results = [], []
-    for e in batch:
-        sums = choice_sums(log_probs[first : first + len(e.rows)], e, e.prompt_len - 1 - lo)
-        first += len(e.rows)
+    for e, sums in zip(rows.examples, rows.choice_sums(torch.log_softmax(logits.float(), -1))):
         objectives.append(torch.log_softmax(sums, 0)[e.gold])
         logliks = sums.detach().double().tolist()
         results.append((gold_logprob(logliks, e.gold), is_correct(logliks, e.gold)))

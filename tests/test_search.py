@@ -175,3 +175,17 @@ def test_killed_search_resumes_to_the_identical_map(tmp_path):
     assert {(layer, h) for layer, hs in whole.heads.items() for h in hs} <= kept  # only confirmed, kept heads enter a map
     with pytest.raises(ValueError, match="other inputs"):
         _job(tmp_path / "whole", model, digest="digest-2")
+
+
+def test_map_scores_batched_equal_one_at_a_time_and_the_empty_map_is_the_baseline():
+    from act_eval.search import map_scores
+
+    model = tiny_model("gemma3_text")
+    enable_act(model, None, check_model=False)
+    exs = examples(5, seed=5)
+    heads = {0: [1, 2], 2: [3]}
+    one, many = map_scores(model, heads, exs, SETTINGS, batch_size=1), map_scores(model, heads, exs, SETTINGS, batch_size=4)
+    assert [a for a, _ in one] == pytest.approx([a for a, _ in many], abs=1e-5) and [b for _, b in one] == [b for _, b in many]
+    base = exact_scores(model, exs, SETTINGS, {})
+    assert [a for a, _ in map_scores(model, {}, exs, SETTINGS)] == pytest.approx([s.logp for s in base], abs=1e-5)
+    assert [a for a, _ in one] != pytest.approx([s.logp for s in base], abs=1e-4)  # the map changes something
