@@ -5,8 +5,12 @@
 lives on the module as ``module.act`` (an :class:`ActHeads`), on the module's device: the
 selected heads, the rule's parameters, and the sink set found at prefill, which later calls
 (decoding, or continuations scored with the KV cache) reuse. Layers without an ``act``
-attribute go straight to the standard kernel (sdpa), so they pay nothing. Selected heads are
-recomputed eagerly in float32 and calibrated with :mod:`act_eval.calibration`.
+attribute go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
+the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
+block of query rows from their sink columns and the rest (:mod:`act_eval.sink_attention`,
+memory O(N) per head); ``"eager"``, the reference the tests hold it against, recomputes each
+selected head's whole probability matrix in float32 and calibrates it with
+:mod:`act_eval.calibration`.
 
 Which query rows are *prompt* rows (they alone decide the sink set) is told by a shared
 :class:`PromptRows` object: the lm-eval wrapper sets each row's context length for a
@@ -25,10 +29,26 @@ from transformers import AttentionInterface, PretrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from act_eval.calibration import redistribute, sink_set
+from act_eval.calibration import redistribute, sink_set, sinks_from_sums
 from act_eval.head_map import HeadMap, check_beta, check_threshold, resolve_head_map
+from act_eval.sink_attention import (
+    allowed_rows,
+    attention_scores,
+    bias_rows,
+    calibrated_attention,
+    column_statistics,
+    prompt_rows,
+)
 
 ACT_ATTENTION = "act"
+KERNELS = ("blockwise", "eager")  # how selected heads are calibrated; the first is the default
+
+
+def check_kernel(kernel: str) -> str:
+    """``kernel`` if it names one of :data:`KERNELS`."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    return kernel
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -59,6 +79,7 @@ class ActHeads:
     beta: float
     reference_drop_first: bool
     prompt_rows: PromptRows
+    kernel: str = KERNELS[0]
     calls: int = 0  # forward calls seen (the probe checks the function really runs)
     # [B, h]: which selected heads each batch row calibrates (None: all). The head search uses it
     # to try one head per row, every head of a layer in one batch.
@@ -69,6 +90,9 @@ class ActHeads:
     _index: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
     _sinks: Tensor | None = field(default=None, repr=False)  # [B, h, K at prefill]
     _seen: int = 0  # tokens of the current sequence seen so far
+
+    def __post_init__(self) -> None:
+        check_kernel(self.kernel)
 
     def index(self, device: torch.device) -> Tensor:
         """The selected query-head indices on ``device`` (cached per device)."""
@@ -85,20 +109,18 @@ class ActHeads:
         """The sink set ``[B, h, K]`` found at the start of the current sequence."""
         return self._sinks
 
-    def sinks_for(self, probs: Tensor, allowed: Tensor, q_len: int, kv_len: int) -> Tensor:
-        """The sink set for this call: found afresh when a sequence starts, else the stored one."""
-        batch = probs.shape[0]
-        if kv_len == q_len or self._sinks is None or self._sinks.shape[0] != batch:
-            rows = torch.arange(kv_len - q_len, kv_len, device=probs.device)
-            prompt = allowed.any(-1)  # [B, 1, Q]: rows that see anything (left-pad rows do not)
-            if self.prompt_rows.lengths is not None:
-                lengths = self.prompt_rows.lengths.to(probs.device)
-                prompt = prompt & (rows[None, None, :] < lengths[:, None, None])
-            visible = allowed & prompt.unsqueeze(-1)
-            self._sinks = sink_set(probs, visible, self.threshold, self.reference_drop_first)
-            self._seen = kv_len
-            return self._sinks
-        # later call of the same sequence: keys cover absolute positions [seen - kv_len, seen)
+    def starts_sequence(self, batch: int, q_len: int, kv_len: int) -> bool:
+        """Whether this call starts a sequence (its prompt rows then decide the sink set)."""
+        return kv_len == q_len or self._sinks is None or self._sinks.shape[0] != batch
+
+    def begin(self, sinks: Tensor, kv_len: int) -> Tensor:
+        """Keep the sink set found at the start of a sequence of ``kv_len`` tokens."""
+        self._sinks, self._seen = sinks, kv_len
+        return sinks
+
+    def advance(self, q_len: int, kv_len: int) -> Tensor:
+        """The stored sink set on the keys of a later call of the same sequence."""
+        # keys cover absolute positions [seen - kv_len, seen) (a sliding-window cache drops the oldest)
         self._seen += q_len
         stored = self._sinks
         start = self._seen - kv_len
@@ -109,17 +131,25 @@ class ActHeads:
             current[..., offset:offset + part.shape[-1]] = part[..., : kv_len - offset]
         return current
 
+    def lengths(self, device: torch.device) -> Tensor | None:
+        """Per batch row, its prompt length for this call (None: every row that sees a key is prompt)."""
+        lengths = self.prompt_rows.lengths
+        return None if lengths is None else lengths.to(device)
+
+    def blend(self, plain: Tensor, calibrated: Tensor) -> Tensor:
+        """``[B, h, Q, *]`` per row: calibrated only for its ``row_heads``, moved ``mix`` of the way.
+
+        Linear in what it mixes, so probabilities (eager) and outputs (blockwise) mix alike."""
+        if self.row_heads is not None:
+            calibrated = torch.where(self.row_heads.to(plain.device)[:, :, None, None], calibrated, plain)
+        if self.mix is not None:
+            calibrated = plain + self.mix.to(plain.device)[:, :, None, None] * (calibrated - plain)
+        return calibrated
+
 
 def allowed_mask(attention_mask: Tensor | None, q_len: int, kv_len: int, batch: int, device) -> Tensor:
     """Boolean ``[B, 1, Q, K]``: which keys each query may see (mask None means plain causal)."""
-    if attention_mask is None:
-        rows = torch.arange(kv_len - q_len, kv_len, device=device)
-        cols = torch.arange(kv_len, device=device)
-        return (cols[None, :] <= rows[:, None]).expand(batch, 1, q_len, kv_len)
-    mask = attention_mask[..., :kv_len]
-    if mask.dtype == torch.bool:
-        return mask
-    return mask > torch.finfo(mask.dtype).min / 2
+    return allowed_rows(attention_mask, 0, q_len, q_len, kv_len, batch, device)
 
 
 def eager_attention(
@@ -131,12 +161,7 @@ def eager_attention(
     additive_mask: Tensor | None = None,
 ) -> Tensor:
     """Float32 softmax attention probabilities ``[B, h, Q, K]`` with masked entries exactly 0."""
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scaling
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if additive_mask is not None:
-        scores = scores + additive_mask.float()
-    scores = scores.masked_fill(~allowed, torch.finfo(torch.float32).min)
+    scores = attention_scores(query, key, allowed, scaling, softcap, additive_mask)
     # a fully masked row (left padding) would be uniform: zero it so it neither counts nor NaNs
     return torch.softmax(scores, dim=-1) * allowed
 
@@ -153,8 +178,8 @@ def act_attention_forward(
 ) -> tuple[Tensor, None]:
     """Standard attention for every head, with the module's selected heads calibrated.
 
-    Heads run on sdpa; selected heads are recomputed eagerly in float32 and calibrated. A
-    softcapped model (Gemma-2), which sdpa cannot serve, runs every head eagerly.
+    Heads ACT leaves alone run on sdpa; selected heads are calibrated by the state's kernel.
+    sdpa cannot softcap (Gemma-2): there every head runs in float32, blockwise or eagerly.
     """
     state: ActHeads | None = getattr(module, "act", None)
     if state is not None:
@@ -162,8 +187,10 @@ def act_attention_forward(
         if not state.heads:
             state = None
     softcap = kwargs.get("softcap")
+    out = None
     if softcap is None:
-        out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        if state is None or state.kernel == "eager" or len(state.heads) < query.shape[1]:
+            out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         if state is None:
             return out, None
     elif kwargs.get("position_bias") is not None:
@@ -174,38 +201,96 @@ def act_attention_forward(
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     q_len, kv_len = query.shape[2], key.shape[2]
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
-        key, value, kv_len = key[:, :, :q_len], value[:, :, :q_len], q_len
+        key, value = key[:, :, :q_len], value[:, :, :q_len]
+    if state is not None and state.kernel == "eager":
+        return _eager_kernel(state, query, key, value, attention_mask, scaling, softcap, out), None
+    return _blockwise_kernel(state, query, key, value, attention_mask, scaling, softcap, out), None
+
+
+def _eager_kernel(
+    state: ActHeads, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float, softcap: float | None, out: Tensor | None,
+) -> Tensor:
+    """The reference: selected heads' whole probability matrices in float32, calibrated, times V."""
+    batch, _, q_len, _ = query.shape
+    kv_len = key.shape[2]
     groups = query.shape[1] // key.shape[1]
-    allowed = allowed_mask(attention_mask, q_len, kv_len, query.shape[0], query.device)
-    if softcap is None:
+    allowed = allowed_mask(attention_mask, q_len, kv_len, batch, query.device)
+    if out is not None:
         eager_heads = state.index(query.device)
         selected = slice(None)
     else:
         out = torch.empty_like(query.transpose(1, 2))
         eager_heads = torch.arange(query.shape[1], device=query.device)
-        selected = state.index(query.device) if state is not None else None
+        selected = state.index(query.device)
     kv_heads = torch.div(eager_heads, groups, rounding_mode="floor")
     probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, mask_bias(attention_mask, kv_len))
-    if state is not None:
-        chosen = probs[:, selected]
-        calibrated = redistribute(chosen, state.sinks_for(chosen, allowed, q_len, kv_len), state.beta)
-        if state.row_heads is not None:
-            calibrated = torch.where(state.row_heads.to(probs.device)[:, :, None, None], calibrated, chosen)
-        if state.mix is not None:  # P @ V is linear in P: mixing probabilities mixes outputs
-            calibrated = chosen + state.mix.to(probs.device)[:, :, None, None] * (calibrated - chosen)
-        # out of place, so that the screen's gradients can flow through probs
-        probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
+    chosen = probs[:, selected]
+    if state.starts_sequence(batch, q_len, kv_len):
+        positions = torch.arange(kv_len - q_len, kv_len, device=query.device)
+        visible = allowed & prompt_rows(allowed, positions, state.lengths(query.device)).unsqueeze(-1)
+        sinks = state.begin(sink_set(chosen, visible, state.threshold, state.reference_drop_first), kv_len)
+    else:
+        sinks = state.advance(q_len, kv_len)
+    calibrated = state.blend(chosen, redistribute(chosen, sinks, state.beta))
+    # out of place, so that the screen's gradients can flow through probs
+    probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
     heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
-    out = out.index_copy(2, eager_heads, heads_out.transpose(1, 2).to(out.dtype))  # sdpa's output stays intact
-    return out, None
+    return out.index_copy(2, eager_heads, heads_out.transpose(1, 2).to(out.dtype))  # sdpa's output stays intact
+
+
+def _blockwise_kernel(
+    state: ActHeads | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    scaling: float, softcap: float | None, out: Tensor | None,
+) -> Tensor:
+    """Selected heads calibrated block by block (:mod:`act_eval.sink_attention`), in O(N) memory.
+
+    ``out`` is sdpa's output for every head, or None when every head is selected (sdpa's work
+    would be thrown away) or when softcapping rules sdpa out (then every head runs here). The
+    sink set is found from the prompt rows' column sums when a sequence starts and reused on later
+    calls (decoding), which then run only their own rows.
+    """
+    batch, num_heads, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    groups = num_heads // key.shape[1]
+    device = query.device
+    kv_every = torch.div(torch.arange(num_heads, device=device), groups, rounding_mode="floor")
+    if state is None:  # a softcapped layer with nothing to calibrate
+        every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, 1.0)
+        return every.transpose(1, 2).to(query.dtype)
+    heads = state.index(device)
+    everyone = state.heads == list(range(num_heads))  # then the queries need no copy
+    chosen_q = query if everyone else query[:, heads]
+    chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
+    if state.starts_sequence(batch, q_len, kv_len):
+        sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, state.lengths(device))
+        sinks = state.begin(sinks_from_sums(*sums, state.threshold, state.reference_drop_first), kv_len)
+    else:
+        sinks = state.advance(q_len, kv_len)
+    if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
+        return out
+    blended = state.row_heads is not None or state.mix is not None
+    if softcap is not None:  # every head in one pass; the others have no sinks, so they come out plain
+        every_sinks = torch.zeros(batch, num_heads, kv_len, dtype=torch.bool, device=device).index_copy(1, heads, sinks)
+        calibrated, plain = calibrated_attention(
+            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, state.beta, plain=blended
+        )
+        out = calibrated.transpose(1, 2).to(query.dtype)
+        calibrated, plain = calibrated[:, heads], None if plain is None else plain[:, heads]
+    else:
+        calibrated, plain = calibrated_attention(chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, state.beta, plain=blended)
+        if out is None:
+            out = torch.empty_like(query.transpose(1, 2))
+    if blended:
+        calibrated = state.blend(plain, calibrated)
+    calibrated = calibrated.transpose(1, 2).to(out.dtype)
+    # in place unless autograd holds sdpa's output (the screen differentiates through it)
+    return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
 
 
 def mask_bias(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:
     """A float mask may carry biases beyond masking; keep them (bool masks carry none)."""
-    if attention_mask is None or attention_mask.dtype == torch.bool:
-        return None
-    mask = attention_mask[..., :kv_len]
-    return torch.where(mask > torch.finfo(mask.dtype).min / 2, mask, torch.zeros_like(mask))
+    return None if attention_mask is None else bias_rows(attention_mask, 0, attention_mask.shape[-2], kv_len)
 
 
 def register() -> None:
@@ -260,6 +345,7 @@ class ActController:
     beta: float
     prompt_rows: PromptRows
     previous_attention: str
+    kernel: str = KERNELS[0]
 
     def prompt_lengths(self, lengths: Tensor | list[int]):
         """Context manager: the next forward passes treat the first ``lengths[b]`` rows as prompt."""
@@ -275,14 +361,17 @@ def enable_act(
     reference_drop_first: bool = False,
     model_id: str | None = None,
     check_model: bool = True,
+    kernel: str = KERNELS[0],
 ) -> ActController:
     """Turn ACT on for a loaded transformers model; :func:`disable_act` turns it off.
 
     ``head_map`` is a :class:`HeadMap`, a published map's name or a file path, or inline heads
     (``{"layer": [heads]}`` or ``[[layer, head], ...]``). ``threshold``/``beta`` override the
     map's. The map must fit the model (architecture, layer and head counts; the model id too
-    unless ``check_model=False``).
+    unless ``check_model=False``). ``kernel`` is ``"blockwise"`` (block by block from the sink
+    columns, O(N) memory) or ``"eager"`` (the float32 reference); same numbers.
     """
+    check_kernel(kernel)
     disable_act(model)
     shape = model_shape(model)
     model_id = model_id or getattr(model.config, "_name_or_path", "") or ""
@@ -309,8 +398,8 @@ def enable_act(
     for layer, module in enumerate(modules):
         heads = sorted(head_map.heads.get(layer, ()))
         if heads:
-            module.act = ActHeads(heads, threshold, beta, reference_drop_first, prompt_rows)
-    controller = ActController(model, head_map, threshold, beta, prompt_rows, previous)
+            module.act = ActHeads(heads, threshold, beta, reference_drop_first, prompt_rows, kernel)
+    controller = ActController(model, head_map, threshold, beta, prompt_rows, previous, kernel)
     model._act_controller = controller
     _probe(model, modules)
     return controller

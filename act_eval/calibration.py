@@ -23,17 +23,29 @@ def _at_least_fp32(probs: Tensor) -> Tensor:
     return probs.to(torch.promote_types(probs.dtype, torch.float32))
 
 
+def column_sums(probs: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
+    """Per key, the attention prompt rows give it and how many prompt rows see it.
+
+    Both ``[..., K]`` and additive over rows, so blocks of query rows can be summed one at a time
+    (:mod:`act_eval.sink_attention`) and finished by :func:`scores_from_sums`.
+    """
+    probs = _at_least_fp32(probs)
+    weight = visible.to(probs.dtype)
+    return (probs * weight).sum(-2), weight.sum(-2)
+
+
+def scores_from_sums(total: Tensor, count: Tensor) -> Tensor:
+    """Column means from :func:`column_sums`; a key no prompt row sees scores 0."""
+    return torch.where(count > 0, total / count.clamp_min(1.0), torch.zeros_like(total))
+
+
 def sink_scores(probs: Tensor, visible: Tensor) -> Tensor:
     """Per key, the mean attention it receives from the prompt rows that can see it.
 
     Returns ``[..., K]``; a key no prompt row can see (padding, continuation tokens) scores 0,
     so it can never become a sink.
     """
-    probs = _at_least_fp32(probs)
-    weight = visible.to(probs.dtype)
-    count = weight.sum(-2)
-    total = (probs * weight).sum(-2)
-    return torch.where(count > 0, total / count.clamp_min(1.0), torch.zeros_like(total))
+    return scores_from_sums(*column_sums(probs, visible))
 
 
 def _first_true(flags: Tensor) -> Tensor:
@@ -54,13 +66,20 @@ def sink_set(
     ``reference_drop_first`` the authors' code is reproduced instead: it drops the first
     *detected* sink, which differs when the first token scores below the threshold.
     """
-    scores = sink_scores(probs, visible)
-    detected = scores > threshold
+    total, count = column_sums(probs, visible)
+    return sinks_from_sums(total, count, threshold, reference_drop_first)
+
+
+def sinks_from_sums(
+    total: Tensor, count: Tensor, threshold: float = DEFAULT_THRESHOLD, reference_drop_first: bool = False
+) -> Tensor:
+    """:func:`sink_set` from :func:`column_sums` (summed over every prompt row): the thresholding
+    and the first-token rule, for the whole matrix and for blockwise sums alike."""
+    detected = scores_from_sums(total, count) > threshold
     if reference_drop_first:
         keep_out = _first_true(detected)
     else:
-        seen = visible.expand(probs.shape).any(-2)
-        keep_out = _first_true(seen)
+        keep_out = _first_true((count > 0).expand(detected.shape))
     return detected & ~keep_out
 
 
@@ -81,6 +100,23 @@ def redistribute(probs: Tensor, sinks: Tensor, beta: float = DEFAULT_BETA) -> Te
     boost = torch.where(ok, 1.0 + (1.0 - beta) * mass / torch.where(ok, free, 1.0), 1.0)
     sink_scale = torch.where(ok, torch.full_like(mass, beta), 1.0)
     return torch.where(is_sink, probs * sink_scale, probs * boost)
+
+
+def calibrated_output(
+    other_out: Tensor, other_mass: Tensor, sink_out: Tensor, sink_mass: Tensor, beta: float = DEFAULT_BETA
+) -> Tensor:
+    """:func:`redistribute`'s output ``P' @ V`` from a row's two parts, never the whole matrix.
+
+    ``sink_mass`` is ``m_i = sum_{j in S} P_ij`` and ``sink_out`` is ``C_i = sum_{j in S} P_ij V_j``;
+    ``other_mass`` and ``other_out`` are the same over the keys outside ``S`` (``[..., Q]`` and
+    ``[..., Q, D]``). The output is ``b_i N_i + beta C_i`` with ``b_i = 1 + (1 - beta) m_i / (1 - m_i)``,
+    ``1 - m_i`` being ``other_mass`` as :func:`redistribute` computes it (a sum, not a
+    subtraction); a row with ``other_mass == 0`` is left as it was. ``beta = 1`` gives the plain output.
+    """
+    ok = other_mass > 0
+    boost = torch.where(ok, 1.0 + (1.0 - beta) * sink_mass / torch.where(ok, other_mass, 1.0), 1.0)
+    sink_scale = torch.where(ok, beta, 1.0).to(boost.dtype)
+    return other_out * boost.unsqueeze(-1) + sink_out * sink_scale.unsqueeze(-1)
 
 
 def calibrate(

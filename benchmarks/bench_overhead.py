@@ -1,12 +1,21 @@
-"""Cost of hf-act against hf: forward time and peak memory on SmolLM2-135M-Instruct.
+"""Cost of hf-act against hf: forward time and peak memory on SmolLM2-135M-Instruct, per ACT kernel.
 
-Same inputs, one process, runs interleaved (hf, act, hf, act, ...) so that machine load hits
-both alike; the table reports ratios of medians. This is what lm-eval's ``_model_call`` does
-per loglikelihood batch. Peak memory is the peak of the C heap in use during the call above
-its level before (sampled every 0.2 ms from glibc's ``mallinfo2``; the resident-set size would
-hide it, since the allocator reuses freed pages), or ``torch.cuda.max_memory_allocated`` on GPU.
+Same inputs, one process, runs interleaved (hf, eager, blockwise, hf, ...) so that machine load
+hits all alike; the table reports ratios of medians to hf. One forward pass over a batch-1 prompt
+with the logits of its last position only, as ``hf-act`` scores a long context through
+``hf-fast``: attention, not the vocabulary, is what grows with the length. Peak memory is the
+peak of the C heap in use during the call above its level before (sampled every 0.2 ms from
+glibc's ``mallinfo2`` by a thread, during the timed call itself: a long pass is run once per
+repeat, not twice; the resident-set size would hide the peak, since the allocator reuses freed
+pages), or ``torch.cuda.max_memory_allocated`` on GPU.
 
-    python benchmarks/bench_overhead.py [--lengths 128 256 512 1024 2048] [--repeats 5] [--json out.json]
+Long lengths take minutes per pass on a CPU, so each (length, share) row is appended to
+``--json`` as soon as it is measured and rows already there are skipped: run one length at a
+time and resume. A kernel whose estimated memory would not fit is skipped with the reason recorded.
+
+    python benchmarks/bench_overhead.py --lengths 1024 4096 --json bench.json [--repeats 3]
+    python benchmarks/bench_overhead.py --lengths 16384 --repeats 1 --json bench.json
+    python benchmarks/bench_overhead.py --table bench.json     # the README table from the rows
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import random
 import statistics
 import threading
@@ -28,16 +38,6 @@ from act_eval.models import resolve_pretrained
 def heads_fraction(fraction: float, layers: int = 30, heads: int = 9, seed: int = 0) -> list[list[int]]:
     every = [[layer, head] for layer in range(layers) for head in range(heads)]
     return sorted(random.Random(seed).sample(every, round(fraction * len(every))))
-
-
-def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 class _MallInfo2(ctypes.Structure):
@@ -57,15 +57,16 @@ def _heap_in_use() -> int:
     return info.uordblks + info.hblkhd
 
 
-def peak_memory_mib(fn, device: torch.device) -> float:
-    """Peak extra memory of one call of ``fn``, in MiB."""
+def measure(fn, device: torch.device) -> tuple[float, float]:
+    """Seconds and peak extra memory (MiB) of one call of ``fn``, measured together."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+        start = time.perf_counter()
         fn()
         torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+        return time.perf_counter() - start, (torch.cuda.max_memory_allocated() - base) / 2**20
     base = _heap_in_use()
     peak = [base]
     done = threading.Event()
@@ -77,70 +78,146 @@ def peak_memory_mib(fn, device: torch.device) -> float:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
+    start = time.perf_counter()
     fn()
+    seconds = time.perf_counter() - start
     done.set()
     thread.join()
-    return (peak[0] - base) / 2**20
+    return seconds, (peak[0] - base) / 2**20
+
+
+KERNELS = ("eager", "blockwise")
+
+
+def eager_bytes(length: int, heads: list[list[int]], batch: int) -> int:
+    """A rough upper estimate of the eager kernel's peak: a layer's float32 probabilities and the
+    rule's temporaries (about six of them) for the layer with the most selected heads."""
+    per_layer = max((sum(1 for layer, _ in heads if layer == i) for i in {layer for layer, _ in heads}), default=0)
+    return 6 * 4 * batch * per_layer * length * length
+
+
+def available_bytes() -> int:
+    with open("/proc/meminfo") as handle:
+        info = dict(line.split(":", 1) for line in handle)
+    return int(info["MemAvailable"].split()[0]) * 1024
+
+
+def load_rows(path: str | None) -> dict:
+    if not path:
+        return {"rows": []}
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return {"rows": []}
+
+
+def save_rows(path: str | None, data: dict) -> None:
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+
+
+def table(rows: list[dict]) -> str:
+    """The README table: per length and share, ms and MiB of hf and each kernel, ratios to hf."""
+    lines = [
+        "| tokens | heads | hf ms | eager ms | blockwise ms | hf MiB | eager MiB | blockwise MiB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["tokens"], r["heads_fraction"])):
+        cells = {}
+        for kernel in KERNELS:
+            got = row["kernels"].get(kernel, {})
+            if "ms" in got:
+                cells[kernel] = (f"{got['ms']:.0f} ({got['ms'] / row['hf_ms']:.2f}x)", f"{got['mib']:.0f} ({got['mib'] / row['hf_mib']:.2f}x)")
+            else:
+                cells[kernel] = (f"skipped: {got.get('skipped', 'not run')}", "")
+        lines.append(
+            f"| {row['tokens']} | {row['heads_fraction']:.0%} ({row['heads']}) | {row['hf_ms']:.0f} | {cells['eager'][0]} | "
+            f"{cells['blockwise'][0]} | {row['hf_mib']:.0f} | {cells['eager'][1]} | {cells['blockwise'][1]} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.1, 0.5, 1.0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096, 8192, 16384])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.5, 1.0])
+    parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=list(KERNELS))
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--json", help="also write the rows as JSON")
+    parser.add_argument("--json", help="append the rows here (rows already there are skipped)")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a results file and exit")
     args = parser.parse_args()
+    if args.table:
+        print(table(load_rows(args.table)["rows"]))
+        return
 
     from transformers import AutoModelForCausalLM
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_pretrained("smollm2-135m"), dtype=dtype).to(device).eval()
-    rows = []
-    print(f"device={device} dtype={dtype} batch={args.batch} threads={torch.get_num_threads()}")
-    print("| tokens | heads | hf ms | hf-act ms | time ratio | hf MiB | hf-act MiB | memory ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    data = load_rows(args.json)
+    data.update(device=str(device), dtype=str(dtype), threads=torch.get_num_threads())
+    done = {(r["tokens"], r["heads_fraction"], r["batch"]) for r in data["rows"]}
+    print(f"device={device} dtype={dtype} batch={args.batch} threads={torch.get_num_threads()}", flush=True)
     for length in args.lengths:
         x = torch.randint(100, 40000, (args.batch, length), generator=torch.Generator().manual_seed(length)).to(device)
 
         def forward() -> None:
             with torch.no_grad():
-                model(x, use_cache=False)
+                model(x, use_cache=False, logits_to_keep=1)
 
+        warm = False
         for fraction in args.fractions:
+            if (length, fraction, args.batch) in done:
+                continue
             heads = heads_fraction(fraction)
-            forward()  # warm-up
-            base_t, act_t, base_m, act_m = [], [], [], []
+            kernels = {}
+            runs = []
+            for kernel in args.kernels:
+                need = eager_bytes(length, heads, args.batch) if kernel == "eager" else 0
+                if device.type == "cpu" and need > 0.7 * available_bytes():
+                    kernels[kernel] = {"skipped": f"needs about {need / 2**30:.0f} GiB, {available_bytes() / 2**30:.0f} GiB available"}
+                else:
+                    runs.append(kernel)
+            if not warm:
+                disable_act(model)
+                forward()  # warm-up, once per length
+                warm = True
+            base_t, base_m = [], []
+            times = {k: [] for k in runs}
+            mems = {k: [] for k in runs}
             for _ in range(args.repeats):
                 disable_act(model)
-                base_t.append(timed(forward, device))
-                base_m.append(peak_memory_mib(forward, device))
-                enable_act(model, heads, check_model=False)
-                act_t.append(timed(forward, device))
-                act_m.append(peak_memory_mib(forward, device))
-            disable_act(model)
+                seconds, mib = measure(forward, device)
+                base_t.append(seconds)
+                base_m.append(mib)
+                for kernel in runs:
+                    enable_act(model, heads, check_model=False, kernel=kernel)
+                    seconds, mib = measure(forward, device)
+                    times[kernel].append(seconds)
+                    mems[kernel].append(mib)
+                    disable_act(model)
+            for kernel in runs:
+                kernels[kernel] = {"ms": 1000 * statistics.median(times[kernel]), "mib": statistics.median(mems[kernel])}
             row = {
                 "tokens": length,
+                "batch": args.batch,
                 "heads_fraction": fraction,
                 "heads": len(heads),
+                "repeats": args.repeats,
                 "hf_ms": 1000 * statistics.median(base_t),
-                "act_ms": 1000 * statistics.median(act_t),
                 "hf_mib": statistics.median(base_m),
-                "act_mib": statistics.median(act_m),
+                "kernels": kernels,
             }
-            row["time_ratio"] = row["act_ms"] / row["hf_ms"]
-            row["memory_ratio"] = row["act_mib"] / row["hf_mib"]
-            rows.append(row)
-            print(
-                f"| {length} | {fraction:.0%} ({len(heads)}) | {row['hf_ms']:.0f} | {row['act_ms']:.0f} | "
-                f"{row['time_ratio']:.2f}x | {row['hf_mib']:.0f} | {row['act_mib']:.0f} | {row['memory_ratio']:.2f}x |",
-                flush=True,
-            )
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": str(device), "dtype": str(dtype), "rows": rows}, handle, indent=1)
+            data["rows"].append(row)
+            save_rows(args.json, data)
+            print(table([row]).splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,280 @@
+"""The blockwise kernel (sdpa plus an exact sink-column correction) held against the eager reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from act_eval import sink_attention
+from act_eval.attention import ActHeads, PromptRows, act_attention_forward, disable_act, eager_attention, enable_act
+from act_eval.calibration import calibrated_output, column_sums, redistribute
+from act_eval.head_map import HeadMapError
+from act_eval.sink_attention import allowed_rows, attention_scores, bias_rows, calibrated_attention, column_statistics
+from tiny_models import SUPPORTED, tiny_model
+
+HEADS = [[0, 1], [1, 0], [1, 3], [2, 0], [2, 2]]
+
+
+def make_mask(batch: int, n: int, *, window: int | None = None, pad: list[int] | None = None, bias: bool = False) -> torch.Tensor:
+    """``[B, 1, n, n]`` causal mask, optionally sliding-window, left-padded, or float with biases."""
+    rows, cols = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    allowed = (cols <= rows).expand(batch, 1, n, n).clone()
+    if window is not None:
+        allowed &= cols > rows - window
+    for b, p in enumerate(pad or []):
+        allowed[b, :, :, :p] = False
+    if not bias:
+        return allowed
+    values = torch.randn(batch, 1, n, n, generator=torch.Generator().manual_seed(5)) * 0.5
+    return torch.where(allowed, values, torch.finfo(torch.float32).min)
+
+
+MASKS = {
+    "causal": lambda b, n: None,
+    "sliding_window_left_padded": lambda b, n: make_mask(b, n, window=4, pad=[0, 3]),
+    "float_biases": lambda b, n: make_mask(b, n, bias=True, pad=[2, 0]),
+}
+
+
+def qkv(batch: int = 2, heads: int = 3, kv_heads: int = 3, n: int = 11, d: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, heads, n, d, generator=g) * 1.5, torch.randn(batch, kv_heads, n, d, generator=g) * 1.5,
+            torch.randn(batch, kv_heads, n, d, generator=g))
+
+
+def full_probs(q, k, mask, scaling, softcap=None):
+    b, _, n, _ = q.shape
+    allowed = allowed_rows(mask, 0, n, n, k.shape[2], b, q.device)
+    bias = None if mask is None else bias_rows(mask, 0, n, k.shape[2])
+    return eager_attention(q, k, allowed, scaling, softcap, bias), allowed
+
+
+# ---------------------------------------------------------------------------------------------
+# the pure functions
+
+
+def test_calibrated_output_equals_redistributed_probabilities_times_values():
+    torch.manual_seed(0)
+    n, d = 6, 4
+    allowed = torch.ones(n, n, dtype=torch.bool).tril()
+    probs = torch.softmax((torch.randn(3, n, n) * 3).masked_fill(~allowed, float("-inf")), -1)
+    v = torch.randn(3, n, d)
+    sinks = torch.tensor([[False, True, False, True, False, False], [True, False, False, False, False, False],
+                          [False, False, False, False, False, False]])
+    on, off = probs * sinks[:, None, :], probs * ~sinks[:, None, :]
+    parts = (off @ v, off.sum(-1), on @ v, on.sum(-1))
+    got = calibrated_output(*parts, beta=0.3)
+    torch.testing.assert_close(got, redistribute(probs, sinks, 0.3) @ v, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(calibrated_output(*parts, beta=1.0), probs @ v)
+    # head 1's row 0 sees only its sink: left as it was, not NaN
+    torch.testing.assert_close(got[1, 0], v[1, 0])
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_column_statistics_are_the_whole_matrix_sums_in_small_blocks(mask_kind: str, softcap):
+    q, k, _ = qkv()
+    mask = MASKS[mask_kind](2, 11)
+    probs, allowed = full_probs(q, k, mask, 0.4, softcap)
+    lengths = torch.tensor([7, 11])
+    total, count = column_statistics(q, k, mask, 0.4, softcap, lengths, block=6)
+    visible = allowed & (allowed.any(-1, keepdim=True) & (torch.arange(11)[:, None] < lengths[:, None, None, None]))
+    want_total, want_count = column_sums(probs, visible)
+    torch.testing.assert_close(total, want_total)
+    torch.testing.assert_close(count, want_count)
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_calibrated_attention_is_the_rule_on_the_whole_matrix(mask_kind: str, softcap):
+    q, k, v = qkv()
+    mask = MASKS[mask_kind](2, 11)
+    probs, allowed = full_probs(q, k, mask, 0.4, softcap)
+    sinks = torch.zeros(2, 3, 11, dtype=torch.bool)
+    sinks[0, 0, [3, 5]] = sinks[1, 2, 2] = sinks[1, 1, [0, 1, 4]] = True
+    calibrated, plain = calibrated_attention(q, k, v, mask, 0.4, softcap, sinks, 0.3, plain=True, block=6)
+    sees = allowed.any(-1).expand(2, 3, 11)
+    torch.testing.assert_close(calibrated[sees], (redistribute(probs, sinks, 0.3) @ v)[sees])
+    torch.testing.assert_close(plain[sees], (probs @ v)[sees])
+    no_sinks, _ = calibrated_attention(q, k, v, mask, 0.4, softcap, None, 0.3, block=6)
+    torch.testing.assert_close(no_sinks[sees], (probs @ v)[sees])
+
+
+def test_a_block_holds_its_rows_logits_only_and_skips_keys_no_row_sees(monkeypatch):
+    sizes = []
+
+    block_probs = sink_attention._block_probs
+
+    def recording(*args, **kwargs):
+        probs = block_probs(*args, **kwargs)
+        sizes.append(probs.numel())
+        return probs
+
+    monkeypatch.setattr(sink_attention, "_block_probs", recording)
+    q, k, v = qkv(batch=1, heads=2, kv_heads=2, n=64)
+    block = 2 * 8  # eight rows of both heads
+    column_statistics(q, k, None, 0.3, block=block)
+    assert max(sizes) <= block * 64 and len(sizes) == 8
+    assert sum(sizes) < 0.6 * 2 * 64 * 64  # causal: a block reads only the keys up to its last row
+    sizes.clear()
+    calibrated_attention(q, k, v, make_mask(1, 64, window=4), 0.3, None, None, 0.4, block=block)
+    assert sum(sizes) <= 2 * 64 * (8 + 4)  # sliding window: a band
+
+
+# ---------------------------------------------------------------------------------------------
+# the attention function: blockwise == eager
+
+
+def module_with(heads: list[int], kernel: str, groups: int, lengths=None, **state) -> nn.Module:
+    module = nn.Module()
+    module.num_key_value_groups = groups
+    rows = PromptRows(None if lengths is None else torch.tensor(lengths))
+    module.act = ActHeads(heads, threshold=0.08, beta=0.3, reference_drop_first=False, prompt_rows=rows, kernel=kernel)
+    for name, value in state.items():
+        setattr(module.act, name, value)
+    return module
+
+
+def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, **state):
+    outs = {}
+    for kernel in ("eager", "blockwise"):
+        module = module_with(heads, kernel, q.shape[1] // k.shape[1], lengths, **state)
+        out, _ = act_attention_forward(module, q, k, v, mask, scaling=0.4, softcap=softcap)
+        outs[kernel] = (out, module)
+    return outs
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])  # MHA, GQA, MQA
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_blockwise_equals_eager(mask_kind: str, kv_heads: int, softcap):
+    q, k, v = qkv(heads=4, kv_heads=kv_heads, n=13)
+    outs = both_kernels([0, 2, 3], q, k, v, MASKS[mask_kind](2, 13), softcap, lengths=[9, 13])
+    (eager, em), (blockwise, bm) = outs["eager"], outs["blockwise"]
+    rows = torch.ones(2, 13, dtype=torch.bool)
+    if mask_kind != "causal":  # a left-pad row sees nothing: eager zeroes it, sdpa does not; neither is ever read
+        rows = allowed_rows(MASKS[mask_kind](2, 13), 0, 13, 13, 13, 2, "cpu").any(-1)[:, 0]
+    torch.testing.assert_close(blockwise[rows], eager[rows], atol=1e-5, rtol=1e-5)
+    assert torch.equal(bm.act.last_sinks, em.act.last_sinks) and em.act.last_sinks.any()
+    assert (eager - plain_attention(q, k, v, MASKS[mask_kind](2, 13), softcap))[rows].abs().max() > 1e-3
+
+
+def plain_attention(q, k, v, mask, softcap):
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    probs, _ = full_probs(q, k, mask, 0.4, softcap)
+    return (probs @ v).transpose(1, 2)
+
+
+def test_decoding_with_the_stored_sink_set_equals_eager():
+    """A cached decoding step reads the prefill's sink set and only its rows' log-sum-exp."""
+    q, k, v = qkv(heads=4, kv_heads=2, n=12)
+    got = {}
+    for kernel in ("eager", "blockwise"):
+        module = module_with([1, 2], kernel, 2)
+        act_attention_forward(module, q[:, :, :8], k[:, :, :8], v[:, :, :8], None, scaling=0.4)
+        steps = [act_attention_forward(module, q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1], None, scaling=0.4)[0]
+                 for t in range(8, 12)]
+        got[kernel] = torch.cat(steps, 1)
+        assert module.act.last_sinks.shape[-1] == 8 and module.act.last_sinks.any()
+    torch.testing.assert_close(got["blockwise"], got["eager"], atol=1e-5, rtol=1e-5)
+
+
+def test_row_heads_and_mix_mean_the_same_and_carry_the_same_gradients():
+    """The head search's two fields: which heads a row calibrates, and a differentiable mix."""
+    q, k, v = qkv(batch=3, heads=4, kv_heads=2, n=10)
+    row_heads = torch.tensor([[True, False, True], [False, True, False], [True, True, True]])
+    results = {}
+    for kernel in ("eager", "blockwise"):
+        mix = torch.tensor([[0.0, 0.5, 1.0], [0.3, 0.0, 2.0], [1.0, 1.0, -0.5]], requires_grad=True)
+        qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
+        module = module_with([0, 1, 3], kernel, 2, row_heads=row_heads, mix=mix)
+        out, _ = act_attention_forward(module, qq, kk, vv, None, scaling=0.4)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        grads = torch.autograd.grad((out * weights).sum(), [mix, qq, kk, vv])
+        results[kernel] = (out.detach(), *grads)
+    for got, want in zip(results["blockwise"], results["eager"]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    mix_grad = results["blockwise"][1]
+    assert mix_grad[row_heads].abs().min() > 0 and torch.equal(mix_grad[~row_heads], torch.zeros(int((~row_heads).sum())))
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny models of every supported architecture
+
+
+def ids(batch: int, n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, 100, (batch, n), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_every_supported_architecture_gives_the_eager_numbers(arch: str):
+    model = tiny_model(arch)
+    x = ids(3, 16)
+    mask = torch.ones(3, 16, dtype=torch.long)
+    mask[1, :5] = 0  # left padding
+    got = {}
+    for kernel in ("eager", "blockwise"):
+        ctl = enable_act(model, HEADS, threshold=0.05, check_model=False, kernel=kernel)
+        with torch.no_grad():
+            with ctl.prompt_lengths([16, 16, 10]):
+                full = torch.log_softmax(model(x, attention_mask=mask).logits, -1)
+            prefill = model(x[:, :11], attention_mask=mask[:, :11], use_cache=True)
+            step = model(x[:, 11:12], attention_mask=mask[:, :12], past_key_values=prefill.past_key_values, use_cache=True)
+        got[kernel] = (full, torch.log_softmax(step.logits, -1))
+        disable_act(model)
+    with torch.no_grad():
+        plain = torch.log_softmax(model(x, attention_mask=mask).logits, -1)
+    real = mask.bool()
+    (full, step), (full_eager, step_eager) = got["blockwise"], got["eager"]
+    torch.testing.assert_close(full[real], full_eager[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step, step_eager, atol=1e-5, rtol=1e-5)
+    assert (got["eager"][0] - plain)[real].abs().max() > 1e-3  # calibration changed something
+
+
+def test_an_unknown_kernel_is_refused_before_anything_changes():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="kernel must be one of blockwise, eager, got 'fused'"):
+        enable_act(model, HEADS, check_model=False, kernel="fused")
+    assert not hasattr(model, "_act_controller") and model.config._attn_implementation != "act"
+
+
+def test_hf_act_refuses_an_unknown_kernel_before_loading():
+    from act_eval.hf_act import HFActLM
+
+    with pytest.raises(HeadMapError, match="act_kernel must be one of blockwise, eager, got 'flash'"):
+        HFActLM(pretrained="smollm2-135m", act_kernel="flash")
+
+
+# ---------------------------------------------------------------------------------------------
+# the real models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_real_model_log_likelihoods_equal_the_eager_reference(name: str, request):
+    import json
+
+    from lm_eval.api.instance import Instance
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from act_eval.hf_act import HFActLM
+
+    path = request.getfixturevalue("smollm2_path" if name.startswith("smol") else "gemma3_path")
+    data_dir = request.getfixturevalue("data_dir")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    shape = model.config.get_text_config()
+    heads = [[layer, head] for layer in range(1, shape.num_hidden_layers, 2) for head in range(0, shape.num_attention_heads, 2)]
+    rows = [json.loads(line) for line in (data_dir / "sst2" / "validation.jsonl").open()][:4]
+    reqs = [Instance("loglikelihood", {}, (f"Sentence: {r['sentence']} \nSentiment:", w), i)
+            for i, r in enumerate(rows) for w in (" negative", " positive")]
+    got = {}
+    for kernel in ("eager", "blockwise"):
+        lm = HFActLM(pretrained=model, tokenizer=tokenizer, device="cpu", batch_size=4, act_heads=heads,
+                     act_check_model=False, act_kernel=kernel)
+        got[kernel] = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
+        disable_act(model)
+    worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got["blockwise"], got["eager"], strict=True))
+    assert worst <= 1e-5
