@@ -29,11 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from lm_eval.utils import setup_logging
+
     from act_eval.compare import compare_runs, format_report
     from act_eval.demo import run_demo
     from act_eval.plots import forest_plot
     from act_eval.samples import load_run
 
+    setup_logging()  # lm-eval's log lines, hf-act's start-up line among them, as the lm_eval CLI shows them
     start = time.monotonic()
     tasks = [t for t in args.tasks.split(",") if t]
     hf_dir, act_dir = run_demo(args.model, args.head_map, tasks, args.output_path, batch_size=args.batch_size, device=args.device)
