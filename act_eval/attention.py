@@ -12,9 +12,12 @@ memory O(N) per head); ``"eager"``, the reference the tests hold it against, rec
 selected head's whole probability matrix in float32 and calibrates it with
 :mod:`act_eval.calibration`.
 
-Which query rows are *prompt* rows (they alone decide the sink set) is told by a shared
-:class:`PromptRows` object: the lm-eval wrapper sets each row's context length for a
-loglikelihood batch; otherwise every unmasked row of the first call of a sequence is prompt.
+Which query rows are *prompt* rows (they alone decide the sink set) is an argument of the
+forward call: ``model(input_ids, act_prompt_lengths=lengths)`` (``[B]``, each row's context
+length; transformers hands extra keyword arguments down to the attention function, checked for
+every supported architecture, GPT-2 included). ``hf-act`` passes it for a loglikelihood batch;
+without it every unmasked row of the first call of a sequence is prompt. The head search still
+sets lengths on a shared :class:`PromptRows` object, read when the call passes none.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from act_eval.sink_attention import (
 )
 
 ACT_ATTENTION = "act"
+PROMPT_LENGTHS = "act_prompt_lengths"  # the forward call's keyword argument for per-row prompt lengths
 KERNELS = ("blockwise", "eager")  # how selected heads are calibrated; the first is the default
 
 
@@ -131,10 +135,13 @@ class ActHeads:
             current[..., offset:offset + part.shape[-1]] = part[..., : kv_len - offset]
         return current
 
-    def lengths(self, device: torch.device) -> Tensor | None:
-        """Per batch row, its prompt length for this call (None: every row that sees a key is prompt)."""
-        lengths = self.prompt_rows.lengths
-        return None if lengths is None else lengths.to(device)
+    def lengths(self, given: Tensor | list[int] | None, device: torch.device) -> Tensor | None:
+        """Per batch row, its prompt length for this call (None: every row that sees a key is prompt).
+
+        ``given`` is the call's :data:`PROMPT_LENGTHS` argument; without one, the shared
+        :class:`PromptRows` (the head search's way)."""
+        lengths = self.prompt_rows.lengths if given is None else given
+        return None if lengths is None else torch.as_tensor(lengths, dtype=torch.long).to(device)
 
     def blend(self, plain: Tensor, calibrated: Tensor) -> Tensor:
         """``[B, h, Q, *]`` per row: calibrated only for its ``row_heads``, moved ``mix`` of the way.
@@ -202,14 +209,15 @@ def act_attention_forward(
     q_len, kv_len = query.shape[2], key.shape[2]
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
         key, value = key[:, :, :q_len], value[:, :, :q_len]
+    lengths = None if state is None else state.lengths(kwargs.get(PROMPT_LENGTHS), query.device)
     if state is not None and state.kernel == "eager":
-        return _eager_kernel(state, query, key, value, attention_mask, scaling, softcap, out), None
-    return _blockwise_kernel(state, query, key, value, attention_mask, scaling, softcap, out), None
+        return _eager_kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
+    return _blockwise_kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
 
 
 def _eager_kernel(
     state: ActHeads, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-    scaling: float, softcap: float | None, out: Tensor | None,
+    scaling: float, softcap: float | None, out: Tensor | None, lengths: Tensor | None,
 ) -> Tensor:
     """The reference: selected heads' whole probability matrices in float32, calibrated, times V."""
     batch, _, q_len, _ = query.shape
@@ -228,7 +236,7 @@ def _eager_kernel(
     chosen = probs[:, selected]
     if state.starts_sequence(batch, q_len, kv_len):
         positions = torch.arange(kv_len - q_len, kv_len, device=query.device)
-        visible = allowed & prompt_rows(allowed, positions, state.lengths(query.device)).unsqueeze(-1)
+        visible = allowed & prompt_rows(allowed, positions, lengths).unsqueeze(-1)
         sinks = state.begin(sink_set(chosen, visible, state.threshold, state.reference_drop_first), kv_len)
     else:
         sinks = state.advance(q_len, kv_len)
@@ -241,7 +249,7 @@ def _eager_kernel(
 
 def _blockwise_kernel(
     state: ActHeads | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
-    scaling: float, softcap: float | None, out: Tensor | None,
+    scaling: float, softcap: float | None, out: Tensor | None, lengths: Tensor | None,
 ) -> Tensor:
     """Selected heads calibrated block by block (:mod:`act_eval.sink_attention`), in O(N) memory.
 
@@ -263,7 +271,7 @@ def _blockwise_kernel(
     chosen_q = query if everyone else query[:, heads]
     chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
     if state.starts_sequence(batch, q_len, kv_len):
-        sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, state.lengths(device))
+        sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
         sinks = state.begin(sinks_from_sums(*sums, state.threshold, state.reference_drop_first), kv_len)
     else:
         sinks = state.advance(q_len, kv_len)
@@ -348,7 +356,9 @@ class ActController:
     kernel: str = KERNELS[0]
 
     def prompt_lengths(self, lengths: Tensor | list[int]):
-        """Context manager: the next forward passes treat the first ``lengths[b]`` rows as prompt."""
+        """Context manager: the next forward passes treat the first ``lengths[b]`` rows as prompt.
+
+        For code that cannot pass ``act_prompt_lengths=`` to the forward call itself."""
         return self.prompt_rows.set(lengths)
 
 

@@ -5,8 +5,9 @@ attention function, registered with transformers' ``AttentionInterface`` like AC
 computes every head eagerly (:func:`act_eval.attention.eager_attention`), finds the sink sets
 with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies
 :func:`act_eval.calibration.redistribute` to the heads ACT calibrates in that layer (the
-``module.act`` state :func:`act_eval.attention.enable_act` leaves), stores the result on the
-module, and returns the attention output, so later layers see calibrated inputs when
+``module.act`` state :func:`act_eval.attention.enable_act` leaves), stores the result in the
+layer's recorder (the forward call's ``act_capture`` argument, one per layer), and returns the
+attention output, so later layers see calibrated inputs when
 calibration is on. Every unmasked row is a prompt row: the whole input is the prompt.
 """
 
@@ -32,6 +33,7 @@ from act_eval.attention import (
 from act_eval.calibration import DEFAULT_THRESHOLD, redistribute, sink_scores, sink_set
 
 CAPTURE_ATTENTION = "act_capture"
+RECORDERS = "act_capture"  # the forward call's keyword argument: {layer index: recorder}
 
 
 @dataclass
@@ -88,8 +90,8 @@ def capture_attention_forward(
     scaling: float | None = None,
     **kwargs: Any,
 ) -> tuple[Tensor, None]:
-    """Eager attention for every head, recorded on ``module.act_capture``; ACT's heads calibrated if asked."""
-    recorder: _Recorder = module.act_capture
+    """Eager attention for every head, recorded in this layer's recorder; ACT's heads calibrated if asked."""
+    recorder: _Recorder = kwargs[RECORDERS][module.layer_idx]
     if kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None:
         raise UnsupportedArchitectureError("attention capture does not support learned sink logits or position biases")
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
@@ -128,8 +130,8 @@ def register() -> None:
 
 
 @contextlib.contextmanager
-def _recording(model: PreTrainedModel, modules: list[nn.Module], recorders: list[_Recorder]) -> Iterator[None]:
-    """Switch ``model`` to the recording function; restore its attention and clean up afterwards."""
+def _recording(model: PreTrainedModel) -> Iterator[None]:
+    """Switch ``model`` to the recording function; restore its attention afterwards."""
     register()
     previous = model.config._attn_implementation or "sdpa"
     try:
@@ -138,13 +140,9 @@ def _recording(model: PreTrainedModel, modules: list[nn.Module], recorders: list
         raise UnsupportedArchitectureError(
             f"{model.config.model_type} does not support custom attention functions ({err})"
         ) from None
-    for module, recorder in zip(modules, recorders):
-        module.act_capture = recorder
     try:
         yield
     finally:
-        for module in modules:
-            del module.act_capture
         model.set_attn_implementation(previous)
 
 
@@ -183,8 +181,9 @@ def capture_attention(
         act: ActHeads | None = getattr(module, "act", None)
         reference = act.reference_drop_first if act is not None else False
         recorders.append(_Recorder(threshold, reference, calibrate, keep_probs and layer in wanted))
-    with _recording(model, modules, recorders), torch.no_grad():
-        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1)
+    by_layer = {module.layer_idx: recorder for module, recorder in zip(modules, recorders)}
+    with _recording(model), torch.no_grad():
+        output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1, **{RECORDERS: by_layer})
     silent = [i for i, r in enumerate(recorders) if r.record is None]
     if silent:
         raise UnsupportedArchitectureError(

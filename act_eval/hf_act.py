@@ -2,8 +2,8 @@
 
 A thin subclass of ``hf-fast`` (:mod:`act_eval.hf_fast`), in the manner of lm-eval's
 ``steered`` model: it loads the model as ``hf`` does, turns calibration on through
-:func:`act_eval.attention.enable_act`, and per forward pass tells the attention modules which
-rows are prompt; ``hf-fast`` recovers each padded row's context length from the requests.
+:func:`act_eval.attention.enable_act`, and passes each row's prompt length to the forward
+call (``act_prompt_lengths``); ``hf-fast`` recovers each padded row's context length from the requests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from lm_eval.api.registry import register_model
 
-from act_eval.attention import KERNELS, ActController, config_shape, enable_act
+from act_eval.attention import KERNELS, PROMPT_LENGTHS, ActController, config_shape, enable_act
 from act_eval.head_map import HeadMapError, check_beta, check_threshold, resolve_head_map
 from act_eval.hf_fast import HFFastLM
 from act_eval.models import model_identity, resolve_pretrained
@@ -144,6 +144,7 @@ class HFActLM(HFFastLM):
         so a results file says which map ran (``act-eval submit`` and ``compare`` check it)."""
         return {**super().get_model_info(), "act": self.act_config}
 
-    def _scoring(self, prompts: list[int | None], length: int):
-        """Calibrate this pass; a row that is no request (lm-eval's batch-size probe) is all prompt."""
-        return self.act.prompt_lengths([length if p is None else p for p in prompts])
+    def _scoring(self, prompts: list[int | None], length: int) -> dict[str, Any]:
+        """Each row's prompt length, for the forward call; a row that is no request (lm-eval's
+        batch-size probe) is all prompt."""
+        return {PROMPT_LENGTHS: [length if p is None else p for p in prompts]}

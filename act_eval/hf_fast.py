@@ -18,10 +18,8 @@ unpadded prefix. A row it cannot match (lm-eval's batch-size probe) keeps all it
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -57,11 +55,8 @@ class HFFastLM(HFLM):
         self._shard_across_cpu_processes()
         # window length -> window tokens -> (context length of its first request, smallest context length)
         self._windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
-        self._logits_to_keep: int | None = None
         self._trims = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        if self._trims:
-            self.model.register_forward_pre_hook(self._pass_logits_to_keep, with_kwargs=True)
-        else:
+        if not self._trims:
             log.warning("%s takes no logits_to_keep: computing logits at every position, as hf does", type(self.model).__name__)
 
     def _shard_across_cpu_processes(self) -> None:
@@ -76,11 +71,6 @@ class HFFastLM(HFLM):
         if accelerator is not None and self._world_size == 1 and accelerator.num_processes > 1:
             self._rank = accelerator.local_process_index
             self._world_size = accelerator.num_processes
-
-    def _pass_logits_to_keep(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        if self._logits_to_keep is not None:
-            kwargs["logits_to_keep"] = self._logits_to_keep
-        return args, kwargs
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
@@ -115,25 +105,23 @@ class HFFastLM(HFLM):
                 return None
             end -= 1
 
-    def _scoring(self, prompts: list[int | None], length: int) -> contextlib.AbstractContextManager:
-        """Context for one forward pass over rows padded to ``length`` with these context lengths (None: no request)."""
-        return contextlib.nullcontext()
+    def _scoring(self, prompts: list[int | None], length: int) -> dict[str, Any]:
+        """Extra forward arguments for one pass over rows padded to ``length`` with these context lengths (None: no request)."""
+        return {}
 
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         if attn_mask is not None or not self._windows:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
         matches = [self._match(row) for row in inps.tolist()]
         keep = scored_tail(inps.shape[1], [None if m is None else m[1] for m in matches]) if self._trims else None
-        with self._scoring([None if m is None else m[0] for m in matches], inps.shape[1]), self._keeping(keep):
-            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-
-    @contextlib.contextmanager
-    def _keeping(self, keep: int | None) -> Iterator[None]:
-        self._logits_to_keep = keep
-        try:
-            yield
-        finally:
-            self._logits_to_keep = None
+        kwargs = self._scoring([None if m is None else m[0] for m in matches], inps.shape[1])
+        if keep is not None:
+            kwargs["logits_to_keep"] = keep
+        # HFLM's own call, with this pass's arguments passed to the forward call itself
+        with torch.no_grad(), torch.autocast(
+            device_type=self.device.type, dtype=self.mixed_precision_dtype, enabled=self.mixed_precision_dtype is not None
+        ):
+            return self.model(inps, **kwargs).logits
 
 
 def scored_tail(length: int, prompts: list[int | None]) -> int | None:

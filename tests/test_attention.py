@@ -187,3 +187,22 @@ def test_prompt_rows_are_cleared_after_the_call():
     with rows.set([3]):
         assert rows.lengths.tolist() == [3]
     assert rows.lengths is None
+
+
+@pytest.mark.parametrize("arch", SUPPORTED)
+def test_prompt_lengths_travel_as_a_forward_argument(arch: str, monkeypatch):
+    """``act_prompt_lengths=`` reaches the attention function in every calibrated layer of every
+    supported architecture (GPT-2 included) and means what the shared PromptRows means."""
+    model = tiny_model(arch)
+    ctl = enable_act(model, HEADS, threshold=0.05, check_model=False)
+    arrived = []
+    lengths = ActHeads.lengths
+    monkeypatch.setattr(ActHeads, "lengths", lambda self, given, device: arrived.append(given) or lengths(self, given, device))
+    x = ids(batch=2, n=12)
+    x[1, 8:] = 0  # right padding, no mask: as lm-eval feeds a loglikelihood batch
+    with torch.no_grad():
+        passed = model(x, act_prompt_lengths=[12, 6]).logits
+        assert arrived == [[12, 6]] * 2  # the two layers with selected heads
+        with ctl.prompt_lengths([12, 6]):
+            shared = model(x).logits
+    torch.testing.assert_close(passed, shared, atol=0, rtol=0)
