@@ -210,9 +210,9 @@ def act_attention_forward(
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     lengths = None if state is None else state.lengths(kwargs.get(PROMPT_LENGTHS), query.device)
-    if state is not None and state.kernel == "eager":
-        return _eager_kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
-    return _blockwise_kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
+    kernel = _eager_kernel if state is not None and state.kernel == "eager" else _blockwise_kernel
+    with torch.autocast(query.device.type, enabled=False):  # float32 even under lm-eval's mixed precision
+        return kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
 
 
 def _eager_kernel(

@@ -167,6 +167,18 @@ def plain_attention(q, k, v, mask, softcap):
     return (probs @ v).transpose(1, 2)
 
 
+def test_statistics_stay_float32_under_mixed_precision():
+    """lm-eval's ``mixed_precision_dtype`` runs the model under autocast; the calibration does not follow it."""
+    q, k, v = qkv(heads=4, kv_heads=2, n=12)
+    outs = []
+    for autocast in (False, True):
+        module = module_with([0, 1, 2, 3], "blockwise", 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            outs.append(act_attention_forward(module, q, k, v, None, scaling=0.4)[0])
+    assert outs[1].dtype == torch.float32
+    torch.testing.assert_close(outs[1], outs[0], atol=0, rtol=0)
+
+
 def test_decoding_with_the_stored_sink_set_equals_eager():
     """A cached decoding step reads the prefill's sink set and only its rows' log-sum-exp."""
     q, k, v = qkv(heads=4, kv_heads=2, n=12)
