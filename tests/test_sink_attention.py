@@ -288,5 +288,12 @@ def test_real_model_log_likelihoods_equal_the_eager_reference(name: str, request
                      act_check_model=False, act_kernel=kernel)
         got[kernel] = [ll for ll, _ in lm.loglikelihood(reqs, disable_tqdm=True)]
         disable_act(model)
-    worst = max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(got["blockwise"], got["eager"], strict=True))
-    assert worst <= 1e-5
+    from lm_eval.models.huggingface import HFLM
+
+    plain = [ll for ll, _ in HFLM(pretrained=model, tokenizer=tokenizer, device="cpu", batch_size=4).loglikelihood(reqs, disable_tqdm=True)]
+
+    def worst(a: list[float], b: list[float]) -> float:
+        return max(abs(x - y) / max(1.0, abs(y)) for x, y in zip(a, b, strict=True))
+
+    assert worst(got["blockwise"], got["eager"]) <= 1e-5  # measured: 5e-7 (SmolLM2), 7e-7 (Gemma-3)
+    assert worst(got["eager"], plain) > 0.1  # while calibration moves them by 2.6 and 0.46
