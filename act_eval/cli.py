@@ -21,6 +21,7 @@ COMMANDS = [
     "tasks",
     "icl",
     "compare",
+    "calibrate",
     "search",
     "inspect",
     "sinks",

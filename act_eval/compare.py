@@ -1,4 +1,4 @@
-"""Paired comparison of evaluation arms (baseline, ACT, k-shot ICL) on the documents they share.
+"""Paired comparison of evaluation arms (baseline, ACT, k-shot ICL, label-prior rivals) on the documents they share.
 
 Per task and for the unweighted group mean over tasks it reports each arm's value with an
 interval, the difference with a paired-bootstrap interval, a p-value (raw and adjusted across
@@ -18,6 +18,11 @@ tasks) and a plain verdict. Which interval and which test, and why:
 The ICL arm is several runs of the same task at k shots with different few-shot seeds: its value
 is the mean over seeds, its spread the standard deviation over seeds (ddof=1), and its
 per-document values for the paired tests are correctness averaged over seeds.
+
+Rivals are single runs re-scored by a label prior (``act-eval calibrate``: contextual or batch
+calibration, :mod:`act_eval.label_prior`), named from what their results file records (batch
+calibration's name says it is transductive). Each arm is compared with the baseline; with an ACT
+run, ACT is also compared with ICL and with every rival.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from act_eval import stats
+from act_eval.label_prior import arm_name
 from act_eval.samples import Run, TaskSamples, check_paired, read_task_samples, select_tasks
 
 AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")
@@ -107,9 +113,10 @@ class Report:
 
 def compare_runs(
     baseline: Run,
-    act: Run,
+    act: Run | None,
     icl: Sequence[Run] = (),
     *,
+    rivals: Sequence[Run] = (),
     tasks: Sequence[str] | None = None,
     metric: str = "acc",
     filter_name: str | None = None,
@@ -120,15 +127,28 @@ def compare_runs(
     adjust: str = "holm",
     alpha: float = 0.05,
 ) -> Report:
-    """Compare ACT with the baseline (and, given ICL runs, ICL with both) task by task.
+    """Compare every arm with the baseline, and ACT (if given) with ICL and each rival, task by task.
 
     Refuses (ValueError) when the arms cover different tasks or documents, when baseline and
-    ACT saw different prompts, or when the recomputed metric disagrees with lm-eval's own number.
+    ACT or a rival saw different prompts, or when the recomputed metric disagrees with lm-eval's
+    own number.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; use one of {', '.join(AGGREGATIONS)}")
     stats.adjust_p_values([], adjust)  # validates the name before any work
-    runs = {"baseline": [baseline], "act": [act], **({"icl": list(icl)} if icl else {})}
+    if act is None and not icl and not rivals:
+        raise ValueError("nothing to compare with the baseline: give an ACT run, ICL runs or a rival")
+    rival_arms = [Arm(_rival_name(run), (run,)) for run in rivals]
+    names = [arm.name for arm in rival_arms]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"two rivals are both {twice}: compare one run per method")
+    runs = {
+        "baseline": [baseline],
+        **({"act": [act]} if act is not None else {}),
+        **({"icl": list(icl)} if icl else {}),
+        **{arm.name: list(arm.runs) for arm in rival_arms},
+    }
     seen: dict[Path, str] = {}
     for name, group in runs.items():
         for run in group:
@@ -136,9 +156,10 @@ def compare_runs(
             if other != name:
                 raise ValueError(f"{other} and {name} are the same run ({run}): compare different runs")
     task_names = select_tasks(runs, tasks)
-    arms = [Arm("baseline", (baseline,)), Arm("act", (act,))]
-    if icl:
-        arms.append(Arm(f"icl-{icl[0].n_shot(task_names[0])}shot", tuple(icl)))
+    act_arm = Arm("act", (act,)) if act is not None else None
+    icl_arm = Arm(f"icl-{icl[0].n_shot(task_names[0])}shot", tuple(icl)) if icl else None
+    base_arm = Arm("baseline", (baseline,))
+    arms = [base_arm, *(a for a in (act_arm, icl_arm) if a), *rival_arms]
     report = Report(
         metric=metric,
         confidence=confidence,
@@ -162,7 +183,7 @@ def compare_runs(
     higher: dict[str, bool] = {}
     for task in task_names:
         samples = {arm.name: [read_task_samples(run, task, filter_name) for run in arm.runs] for arm in arms}
-        _check_arms(samples, arms)
+        _check_arms(samples, arms, icl_arm)
         metric_fn, how = _resolve_metric(samples["baseline"][0], metric, aggregation)
         metrics[task] = metric_fn
         higher[task] = baseline.higher_is_better(task, metric)
@@ -180,24 +201,32 @@ def compare_runs(
                 _check_reported(s, metric, score, how)
             data[task][arm.name] = TaskArm(np.mean(per_run, axis=0) if len(per_run) > 1 else per_run[0], scores)
 
-    pairs = [(arms[0], arms[1])]
-    if icl:
-        pairs += [(arms[0], arms[2]), (arms[2], arms[1])]
+    pairs = [(base_arm, arm) for arm in arms[1:]]
+    if act_arm:
+        pairs += [(arm, act_arm) for arm in arms[2:]]
     for a, b in pairs:
         report.rows.extend(_comparison_rows(report, a, b, data, metrics, higher))
     return report
 
 
-def _check_arms(samples: dict[str, list[TaskSamples]], arms: list[Arm]) -> None:
+def _rival_name(run: Run) -> str:
+    name = arm_name(run.results.get("config", {}))
+    if name is None:
+        raise ValueError(f"{run} records no calibration (config.calibration): make a rival with `act-eval calibrate`")
+    return name
+
+
+def _check_arms(samples: dict[str, list[TaskSamples]], arms: list[Arm], icl: Arm | None) -> None:
+    """Every arm scored the baseline's documents; all but ICL also its prompts; ICL seeds differ."""
     base = samples["baseline"][0]
     filters = {s.filter for group in samples.values() for s in group}
     if len(filters) > 1:
         raise ValueError(f"{base.task}: the runs were read under different filters ({', '.join(sorted(filters))})")
-    check_paired(base, samples["act"][0], names=("baseline", "act"), same_prompt=True)
-    for arm in arms[2:]:
-        group = samples[arm.name]
-        for s in group:
-            check_paired(base, s, names=("baseline", arm.name), same_prompt=False)
+    for arm in arms[1:]:
+        for s in samples[arm.name]:
+            check_paired(base, s, names=("baseline", arm.name), same_prompt=arm is not icl)
+    if icl:
+        group = samples[icl.name]
         for i, first in enumerate(group):
             for second in group[i + 1 :]:
                 if first.prompt_hashes == second.prompt_hashes:

@@ -270,6 +270,25 @@ def read_task_samples(run: Run, task: str, filter_name: str | None = None) -> Ta
 
     ``filter_name=None`` takes the task's only filter and refuses when there are several.
     """
+    filter_name, ordered = read_records(run, task, filter_name)
+    names = ordered[0].get("metrics") or []
+    return TaskSamples(
+        run=run,
+        task=task,
+        filter=filter_name,
+        doc_ids=tuple(int(r["doc_id"]) for r in ordered),
+        doc_hashes=tuple(r["doc_hash"] for r in ordered),
+        prompt_hashes=tuple(r["prompt_hash"] for r in ordered),
+        target_hashes=tuple(r["target_hash"] for r in ordered),
+        metrics={m: [r.get(m) for r in ordered] for m in names},
+    )
+
+
+def read_records(run: Run, task: str, filter_name: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The task's logged lines under one filter, as written, ordered by ``doc_id``; and that filter's name.
+
+    ``filter_name=None`` takes the task's only filter and refuses when there are several.
+    """
     path = run.samples_path(task)
     if not path.is_file():
         raise FileNotFoundError(
@@ -301,17 +320,40 @@ def read_task_samples(run: Run, task: str, filter_name: str | None = None) -> Ta
         if doc_id in by_id:
             raise ValueError(f"{path}: doc_id {doc_id} appears twice under filter {filter_name!r}")
         by_id[doc_id] = record
-    ordered = [by_id[i] for i in sorted(by_id)]
-    names = ordered[0].get("metrics") or []
-    return TaskSamples(
-        run=run,
-        task=task,
-        filter=filter_name,
-        doc_ids=tuple(sorted(by_id)),
-        doc_hashes=tuple(r["doc_hash"] for r in ordered),
-        prompt_hashes=tuple(r["prompt_hash"] for r in ordered),
-        target_hashes=tuple(r["target_hash"] for r in ordered),
-        metrics={m: [r.get(m) for r in ordered] for m in names},
+    return filter_name, [by_id[i] for i in sorted(by_id)]
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """One document of a multiple-choice task as lm-eval scored it: each choice's request and log-likelihood."""
+
+    doc_id: int
+    gold: int
+    contexts: tuple[str, ...]  # the context of each choice's request (the whole prompt, demonstrations included)
+    continuations: tuple[str, ...]
+    loglikelihoods: np.ndarray  # summed log-likelihood of each continuation (``filtered_resps``)
+
+
+def choice_scores(task: str, record: dict[str, Any]) -> ChoiceScores:
+    """Parse a logged multiple-choice line: lm-eval writes numbers in ``filtered_resps`` and ``target`` as text."""
+    doc_id = record.get("doc_id")
+    try:
+        requests = [record["arguments"][f"gen_args_{i}"] for i in range(len(record["arguments"]))]
+        lls = np.asarray([float(r[0]) for r in record["filtered_resps"]], dtype=float)
+        gold = int(record["target"])
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise ValueError(
+            f"{task} doc_id {doc_id}: not a multiple-choice sample with one log-likelihood per choice and an "
+            "integer target (label calibration re-scores lm-eval's multiple_choice tasks only)"
+        ) from None
+    if len(requests) != len(lls) or not 0 <= gold < len(lls):
+        raise ValueError(f"{task} doc_id {doc_id}: {len(requests)} requests, {len(lls)} scores and gold {gold} do not fit")
+    return ChoiceScores(
+        doc_id=int(doc_id),
+        gold=gold,
+        contexts=tuple(str(r["arg_0"]) for r in requests),
+        continuations=tuple(str(r["arg_1"]) for r in requests),
+        loglikelihoods=lls,
     )
 
 

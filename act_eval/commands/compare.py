@@ -1,4 +1,4 @@
-"""``act-eval compare BASELINE ACT [--icl RUNS...]``: paired significance of ACT against the baseline (and ICL)."""
+"""``act-eval compare BASELINE [ACT] [--icl RUNS...] [--rival RUNS...]``: paired significance of ACT, ICL and the rivals against the baseline."""
 
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("baseline", metavar="BASELINE", help="the baseline run")
-    parser.add_argument("act", metavar="ACT", help="the ACT run (same prompts as the baseline)")
+    parser.add_argument("act", metavar="ACT", nargs="?", help="the ACT run (same prompts as the baseline; optional)")
     parser.add_argument(
         "--icl",
         nargs="+",
         metavar="RUN",
         help="k-shot runs, one per few-shot seed, a directory from `act-eval icl run`, or an accepted ICL submission",
+    )
+    parser.add_argument(
+        "--rival",
+        nargs="+",
+        default=[],
+        metavar="RUN",
+        help="runs from `act-eval calibrate` (contextual / batch calibration), each an arm of its own",
     )
     parser.add_argument("--tasks", nargs="+", help="compare these tasks only (default: all, which must match)")
     parser.add_argument("--metric", default="acc", help="per-document metric to compare (default: acc)")
@@ -57,14 +64,18 @@ def _compare(args: argparse.Namespace) -> int:
     from act_eval.compare import compare_runs, format_report
     from act_eval.samples import load_icl_runs, load_run
 
-    baseline, act = load_run(args.baseline), load_run(args.act)
+    baseline = load_run(args.baseline)
+    act = load_run(args.act) if args.act else None
     icl_paths = [p for path in args.icl or () for p in _icl_paths(Path(path))]
     icl = load_icl_runs(icl_paths) if icl_paths else []
-    _check_maps([(baseline, Path(args.baseline)), (act, Path(args.act)), *((run, run.results_path) for run in icl)])
+    rivals = [(load_run(path), Path(path)) for path in args.rival]
+    named = [(baseline, Path(args.baseline)), *([(act, Path(args.act))] if act else []), *rivals]
+    _check_maps([*named, *((run, run.results_path) for run in icl)])
     report = compare_runs(
         baseline,
         act,
         icl,
+        rivals=[run for run, _ in rivals],
         tasks=args.tasks,
         metric=args.metric,
         filter_name=args.filter_name,

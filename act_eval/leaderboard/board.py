@@ -8,11 +8,12 @@ submissions of the same model (id, revision or file hash) and subset, on the sam
 aggregate. ICL values are means over few-shot seeds.
 
 Differences and their significance come from :func:`act_eval.compare.compare_runs`, once per
-model, family and ACT submission (with the model's ICL submission on that family, if any):
-paired bootstrap intervals, McNemar or permutation p-values, Holm-adjusted across the family's
-tasks; a family's difference is compare's group mean (stratified tests, unadjusted). An ICL
-submission of a model with no ACT submission on that family gets its difference without a test,
-since compare needs the ACT arm to run.
+model, family and ACT submission (with the model's ICL submission and its label-prior rivals on
+that family, if any; without an ACT submission, once for the other arms): paired bootstrap
+intervals, McNemar or permutation p-values, Holm-adjusted across the family's tasks; a family's
+difference is compare's group mean (stratified tests, unadjusted). Per model and family,
+:class:`FamilyWinner` says which arm scores highest (batch calibration is marked transductive:
+it uses the test inputs).
 """
 
 from __future__ import annotations
@@ -24,9 +25,19 @@ import numpy as np
 
 from act_eval.compare import Report, compare_runs
 from act_eval.compare import Row as CompareRow
+from act_eval.label_prior import LABELS, arm_name
+from act_eval.leaderboard.manifest import ARMS, CALIBRATED_ARMS
 from act_eval.leaderboard.store import Accepted
 
-ARM_ORDER = {"baseline": 0, "act": 1, "icl": 2}
+ARM_ORDER = {arm: i for i, arm in enumerate(ARMS)}  # the order rows and comparisons take
+# the winner table's columns: an arm, or a rival computed on an ACT run ("act+contextual")
+KINDS = {
+    "baseline": "baseline",
+    "act": "ACT",
+    "icl": "ICL",
+    **LABELS,
+    **{f"act+{arm}": f"ACT + {label}" for arm, label in LABELS.items()},
+}
 ADJUST = "holm"  # p-value adjustment across a family's tasks
 ACT_VS_BASELINE = "act vs baseline"  # compare's name of that comparison (its arms are "baseline" and "act")
 
@@ -53,6 +64,7 @@ class Row:
     model: str
     weights: str
     arm: str
+    kind: str  # a key of KINDS
     label: str
     suite: str
     date: str
@@ -68,10 +80,26 @@ class Detail:
     model: str  # model id
     family: str
     baseline: str
-    act: str
+    act: str | None
     icl: str | None
+    rivals: tuple[str, ...]  # label-prior rival submissions
     report: Report
     plot: str  # file name under plots/
+
+    @property
+    def arms(self) -> list[str]:
+        """The submissions compared with the baseline."""
+        return [s for s in (self.act, self.icl, *self.rivals) if s]
+
+
+@dataclass(frozen=True)
+class FamilyWinner:
+    """One model on one family: each kind of arm's value and difference, and the arm that scores highest."""
+
+    model: str  # model id
+    family: str
+    cells: dict[str, Cell]  # KINDS key -> that arm's family cell (the best submission of that kind)
+    best: str  # KINDS key of the highest value
 
 
 @dataclass(frozen=True)
@@ -115,6 +143,7 @@ class Section:
     details: list[Detail]
     gains: list[Gain]
     models: list[ModelGain]
+    winners: list[FamilyWinner] = field(default_factory=list)
 
 
 @dataclass
@@ -164,12 +193,16 @@ def _section(subset: str, entries: list[Accepted], n_resamples: int, seed: int, 
             if not arms["baseline"]:
                 continue
             base = arms["baseline"][0]
-            for act in arms["act"]:
+            rivals = [e for arm in CALIBRATED_ARMS for e in arms[arm]]
+            for act in arms["act"] or [None]:
                 for icl in arms["icl"] or [None]:
+                    if act is None and icl is None and not rivals:
+                        continue
                     report = compare_runs(
                         base.runs[0],
-                        act.runs[0],
+                        act.runs[0] if act else None,
                         icl.runs if icl else (),
+                        rivals=[r.runs[0] for r in rivals],
                         tasks=tasks,
                         metric=metrics[family],
                         filter_name=base.tasks[tasks[0]].filter,
@@ -179,16 +212,22 @@ def _section(subset: str, entries: list[Accepted], n_resamples: int, seed: int, 
                         alpha=alpha,
                     )
                     with_icl = f".with-icl-{icl.fingerprint.removeprefix('sha256:')[:8]}" if icl else ""
-                    plot = f"forest.{act.id}{with_icl}.{family_label(family)}.png"
-                    details.append(Detail(key[0], family, base.id, act.id, icl.id if icl else None, report, plot))
-                    _fill(rows[act.id], family, tasks, report, ACT_VS_BASELINE)
+                    plot = f"forest.{act.id if act else base.id}{with_icl}.{family_label(family)}.png"
+                    details.append(
+                        Detail(
+                            key[0], family, base.id, act.id if act else None, icl.id if icl else None,
+                            tuple(r.id for r in rivals), report, plot,
+                        )  # fmt: skip
+                    )
+                    if act:
+                        _fill(rows[act.id], family, tasks, report, ACT_VS_BASELINE)
                     if icl:
-                        _fill(rows[icl.id], family, tasks, report, report.comparisons[1])  # icl-kshot vs baseline
-            for icl in arms["icl"]:
-                if not arms["act"]:  # no ACT run to hand compare: a plain difference, no test
-                    _plain_diff(rows[icl.id], rows[base.id], family, tasks)
+                        _fill(rows[icl.id], family, tasks, report, f"icl-{icl.manifest.fewshot.num_fewshot}shot vs baseline")
+                    for rival in rivals:
+                        _fill(rows[rival.id], family, tasks, report, f"{arm_name(rival.runs[0].results['config'])} vs baseline")
     gains = _gains(details, {e.id: e for e in entries})
-    return Section(subset, families, metrics, list(rows.values()), details, gains, _model_gains(gains, alpha))
+    winners = _winners(list(rows.values()), families)
+    return Section(subset, families, metrics, list(rows.values()), details, gains, _model_gains(gains, alpha), winners)
 
 
 def _covers(entry: Accepted, tasks: list[str]) -> bool:
@@ -202,6 +241,7 @@ def _row(entry: Accepted, families: dict[str, list[str]]) -> Row:
         model=m.model.id,
         weights=m.model.weights,
         arm=m.arm,
+        kind=f"act+{m.arm}" if m.arm in CALIBRATED_ARMS and m.head_map else m.arm,
         label=m.arm_label,
         suite=m.suite,
         date=m.date,
@@ -237,18 +277,26 @@ def _with_diff(cell: Cell, r: CompareRow) -> Cell:
     return Cell(cell.value, cell.std, r.diff, r.diff_low, r.diff_high, r.p_adjusted, r.test, r.verdict)
 
 
-def _plain_diff(row: Row, base: Row, family: str, tasks: list[str]) -> None:
-    for task in tasks:
-        own = row.tasks[task]
-        row.tasks[task] = Cell(own.value, own.std, own.value - base.tasks[task].value)
-    own = row.families[family]
-    row.families[family] = Cell(own.value, own.std, own.value - base.families[family].value)
+def _winners(rows: list[Row], families: dict[str, list[str]]) -> list[FamilyWinner]:
+    """Per model (and weights) and family, each kind of arm's best family cell, and the kind that scores highest."""
+    out = []
+    for model, weights in dict.fromkeys((r.model, r.weights) for r in rows):
+        mine = [r for r in rows if (r.model, r.weights) == (model, weights)]
+        for family in families:
+            cells: dict[str, Cell] = {}
+            for kind in KINDS:
+                found = [r.families[family] for r in mine if r.kind == kind and family in r.families]
+                if found:
+                    cells[kind] = max(found, key=lambda c: c.value)
+            if len(cells) > 1:
+                out.append(FamilyWinner(model, family, cells, max(cells, key=lambda k: cells[k].value)))
+    return out
 
 
 def _gains(details: list[Detail], entries: dict[str, Accepted]) -> list[Gain]:
     """ACT's per-task differences, once per (ACT submission, task), largest first."""
     seen: dict[tuple[str, str], Gain] = {}
-    for d in details:
+    for d in (d for d in details if d.act):
         head_map = entries[d.act].manifest.head_map
         for r in d.report.rows:
             if r.comparison == ACT_VS_BASELINE and r.task != "mean" and (d.act, r.task) not in seen:

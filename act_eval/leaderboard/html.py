@@ -11,7 +11,7 @@ import base64
 from html import escape
 from pathlib import Path
 
-from act_eval.leaderboard.board import Board, Cell, Detail, Section, family_label
+from act_eval.leaderboard.board import KINDS, Board, Cell, Detail, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
 from act_eval.leaderboard.manifest import short_name, shots_label
 from act_eval.leaderboard.render import (
@@ -80,8 +80,9 @@ def page(board: Board, plots: Path) -> str:
     """The whole page; ``plots`` is the directory the board's PNG files were written to."""
     body = [
         "<h1>act-eval leaderboard</h1>",
-        '<p class="note">Verified lm-eval runs of the act-eval suites: baseline, ACT (<code>hf-act</code> with a head map) '
-        "and k-shot ICL, per model. Values are each family's primary metric in points (unweighted mean over its tasks); "
+        '<p class="note">Verified lm-eval runs of the act-eval suites: baseline, ACT (<code>hf-act</code> with a head map), '
+        "k-shot ICL and the label-prior rivals (contextual calibration; batch calibration, which is transductive: its "
+        "prior is the mean over the test inputs), per model. Values are each family's primary metric in points (unweighted mean over its tasks); "
         "&Delta; is the difference from the same model's baseline on the same documents, with its significance from "
         f"<code>act_eval.compare</code> (green/red: p &lt; {board.alpha:g}; hover for the interval and test). "
         "Click a column header to sort.</p>",
@@ -102,6 +103,8 @@ def _section(board: Board, section: Section, plots: Path) -> list[str]:
     """The main table, the cross-model view and the per-task comparisons of one subset."""
     out = [f'<h2 id="{section.subset}">{escape(SUBSET_TITLES.get(section.subset, section.subset))}</h2>']
     out.append(_main_table(board, section))
+    if section.winners:
+        out += _winners(board, section)
     if section.gains:
         out += _cross_model(board, section, plots)
     if section.details:
@@ -173,7 +176,7 @@ def _cross_model(board: Board, section: Section, plots: Path) -> list[str]:
 
 def _detail(board: Board, d: Detail, table_id: str, plots: Path) -> list[str]:
     """One compare report (every comparison and task) with its forest plot."""
-    arms = f"{d.act}" + (f" and {d.icl}" if d.icl else "")
+    arms = ", ".join(d.arms)
     head = ["Comparison", "Task", "n:num", "Reference:num", "Other:num", "Δ:num", "Test", "p:num",
             f"p ({d.report.adjust}):num", "Verdict"]  # fmt: skip
     rows = [
@@ -208,6 +211,31 @@ def _detail(board: Board, d: Detail, table_id: str, plots: Path) -> list[str]:
         _table(table_id, head, rows),
         _image(plots / d.plot, f"forest plot: {arms}"),
     ]
+
+
+def _winners(board: Board, section: Section) -> list[str]:
+    """Per model and family: each kind of arm's value and difference, and the arm that scores highest."""
+    kinds = [k for k in KINDS if any(k in w.cells for w in section.winners)]
+    head = ["Model", "Family"] + [f"{KINDS[k]}:num" for k in kinds] + ["Best arm"]
+    rows = [
+        [_td(short_name(w.model), title=w.model), _td(family_label(w.family))]
+        + [_value_diff_td(w.cells.get(k), board.alpha) for k in kinds]
+        + [_td(KINDS[w.best])]
+        for w in section.winners
+    ]
+    return [
+        "<h3>Which arm wins, per model and family</h3>",
+        '<p class="note">Each arm\'s family value with its difference from the baseline (green/red: p &lt; '
+        f"{board.alpha:g}); batch calibration is transductive (its prior is the mean over the test inputs).</p>",
+        _table(f"winners-{section.subset}", head, rows),
+    ]
+
+
+def _value_diff_td(cell: Cell | None, alpha: float) -> str:
+    if cell is None:
+        return '<td class="num" data-value="">–</td>'
+    text = value_text(cell) + (f" ({signed(cell.diff)}{significance(cell, alpha)})" if cell.diff is not None else "")
+    return _num(cell.value, text)
 
 
 def _submissions(board: Board) -> list[str]:
@@ -266,11 +294,8 @@ def _diff_td(cell: Cell | None, alpha: float) -> str:
         return '<td class="num" data-value="">–</td>'
     marker = significance(cell, alpha)
     cls = "num" + ((" sig-pos" if cell.diff > 0 else " sig-neg") if marker else "")
-    if cell.p is None:
-        tip = "difference of means; no paired test (compare runs ICL against the baseline only beside an ACT run)"
-    else:
-        tip = (f"95% CI [{signed(cell.low)}, {signed(cell.high)}], p = {cell.p:.3g}"
-               + (f" ({cell.test})" if cell.test else "") + f": {cell.verdict}")  # fmt: skip
+    tip = (f"95% CI [{signed(cell.low)}, {signed(cell.high)}], p = {cell.p:.3g}"
+           + (f" ({cell.test})" if cell.test else "") + f": {cell.verdict}")  # fmt: skip
     return (
         f'<td class="{cls}" data-value="{cell.diff!r}" title="{escape(tip)}">{escape(signed(cell.diff) + marker)}</td>'
     )

@@ -16,13 +16,16 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from act_eval.head_map import HeadMapError, check_beta, check_threshold
+from act_eval.label_prior import LABELS
 from act_eval.leaderboard import SubmissionError
 
 FORMAT = "act-eval-submission"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 HEAD_MAP_FILE = "head_map.json"  # an unpublished head map travels with its submission
-ARMS = ("baseline", "act", "icl")
+ARMS = ("baseline", "act", "icl", "contextual", "batch")
+# the label-prior rivals (``act-eval calibrate``): one run re-scored from a baseline or ACT run's samples
+CALIBRATED_ARMS = tuple(LABELS)
 SUBSETS = ("full", "lite")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -106,6 +109,9 @@ class Manifest:
 
     @property
     def arm_label(self) -> str:
+        if self.arm in CALIBRATED_ARMS:
+            act = f"ACT ({self.head_map.name}) + " if self.head_map else ""
+            return act + LABELS[self.arm]
         if self.arm == "act" and self.head_map:
             return f"ACT ({self.head_map.name})"
         if self.arm == "icl":
@@ -170,9 +176,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         h = f.object(top["head_map"], "head_map", ("name", "content_hash"))
         head_map = HeadMapRef(f.text(h["name"], "head_map.name"), f.sha256(h["content_hash"], "head_map.content_hash"))
     threshold, beta = top["threshold"], top["beta"]
-    if arm == "act":
-        if head_map is None:
-            f.fail("head_map", "is required for the act arm (name and content_hash of the map the run used)", None)
+    if arm == "act" and head_map is None:
+        f.fail("head_map", "is required for the act arm (name and content_hash of the map the run used)", None)
+    if arm == "act" or (arm in CALIBRATED_ARMS and head_map is not None):  # a calibrated ACT run keeps its map
         threshold = _calibration(f, "threshold", threshold, check_threshold)
         beta = _calibration(f, "beta", beta, check_beta)
     else:

@@ -2,7 +2,7 @@
 
 Everything the results file says (model arguments, tasks, shots, seeds, versions, date,
 hardware) is copied from it; the arm, the suite and the head map follow from the model
-arguments and the run's groups; the model's identity comes from :func:`act_eval.models.model_identity`
+arguments, the run's groups and, for a run from ``act-eval calibrate``, its ``config.calibration``; the model's identity comes from :func:`act_eval.models.model_identity`
 and its file hash from the weights on this machine. Only what cannot be known (a hub revision
 for a hub model without a recorded commit, or other hardware wording) needs an option.
 """
@@ -69,9 +69,12 @@ def prepare_manifest(
         raise ValueError(
             "the run calibrated inline act_heads: save them as a head map and run with head_map= to submit"
         )
-    arm = "icl" if icl.is_file() else "act" if "head_map" in args else "baseline"
+    calibration = config.get("calibration")  # written by `act-eval calibrate`: that method is the arm
+    arm = (
+        "icl" if icl.is_file() else calibration["method"] if calibration else "act" if "head_map" in args else "baseline"
+    )
     suite_name = suite or infer_suite(first.results.get("group_subtasks", {}))
-    head_map = load_head_map(args["head_map"]) if arm == "act" else None
+    head_map = load_head_map(args["head_map"]) if "head_map" in args else None
     recorded = recorded_map(first)
     if head_map and recorded:  # refuse now, not at submit, a map edited since the run
         check_recorded_map(recorded, head_map, args)

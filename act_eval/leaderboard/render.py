@@ -12,7 +12,7 @@ from dataclasses import asdict
 from importlib import resources
 
 from act_eval.compare import format_report
-from act_eval.leaderboard.board import Board, Cell, Section, family_label
+from act_eval.leaderboard.board import KINDS, Board, Cell, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
 from act_eval.leaderboard.manifest import short_name, shots_label
 
@@ -59,9 +59,12 @@ def markdown(board: Board, screenshot: str | None = None) -> str:
     out = [
         "# act-eval leaderboard",
         "",
-        "Verified lm-eval runs of the act-eval suites, per model: the baseline, ACT (`hf-act` with a head map) and "
-        "k-shot in-context learning. Every entry passed `act-eval submit`: metrics recomputed from the logged "
-        "samples, full evaluation splits, document hashes against the task data, the head map's content hash. "
+        "Verified lm-eval runs of the act-eval suites, per model: the baseline, ACT (`hf-act` with a head map), "
+        "k-shot in-context learning and the training-free label-prior rivals (`act-eval calibrate`: contextual "
+        "calibration, Zhao et al. 2021; batch calibration, Zhou et al. 2024, which is **transductive**: its prior "
+        "is the mean over the test inputs). Every entry passed `act-eval submit`: metrics recomputed from the logged "
+        "samples (a rival's from its logged log-likelihoods and prior), full evaluation splits, document hashes "
+        "against the task data, the head map's content hash. "
         "Differences and their significance come from `act_eval.compare` (paired tests on the same documents). "
         "Sortable tables and plots: [index.html](index.html); every number: [leaderboard.json](leaderboard.json). "
         "Built by `act-eval leaderboard build`; do not edit by hand.",
@@ -96,6 +99,8 @@ def _section_markdown(board: Board, section: Section) -> list[str]:
         cells = " | ".join(cell_text(row.families.get(f), board.alpha) for f in families)
         out.append(f"| {short_name(row.model)} | {row.label} | {row.suite} | {cells} | `{row.id}` |")
     out.append("")
+    if section.winners:
+        out += _winners_markdown(board, section)
     if section.gains:
         out += [
             "### Which model gains most from ACT",
@@ -125,7 +130,7 @@ def _section_markdown(board: Board, section: Section) -> list[str]:
     if section.details:
         out += ["### Per-task comparisons", ""]
         for d in section.details:
-            arms = f"`{d.act}`" + (f" and `{d.icl}`" if d.icl else "")
+            arms = ", ".join(f"`{a}`" for a in d.arms)
             out += [
                 f"#### {short_name(d.model)} · {family_label(d.family)}: {arms} against `{d.baseline}`",
                 "",
@@ -134,6 +139,29 @@ def _section_markdown(board: Board, section: Section) -> list[str]:
                 "",
             ]
     return out
+
+
+def _winners_markdown(board: Board, section: Section) -> list[str]:
+    """Per model and family: every kind of arm's value (difference from the baseline) and the highest."""
+    kinds = [k for k in KINDS if any(k in w.cells for w in section.winners)]
+    out = [
+        "### Which arm wins, per model and family",
+        "",
+        "Each arm's family value (difference from the baseline, `*` when p < "
+        f"{board.alpha:g}); the best arm is the highest value. Batch calibration is transductive (its prior is "
+        "the mean over the test inputs), so it is not a like-for-like rival of arms that never see them.",
+        "",
+        "| model | family | " + " | ".join(KINDS[k] for k in kinds) + " | best arm |",
+        "|---|---|" + "--:|" * len(kinds) + "---|",
+    ]
+    for w in section.winners:
+        cells = " | ".join(cell_text(w.cells.get(k), board.alpha) for k in kinds)
+        best = w.cells[w.best]
+        out.append(
+            f"| {short_name(w.model)} | {family_label(w.family)} | {cells} | "
+            f"**{KINDS[w.best]}** ({signed(best.diff) if best.diff is not None else 'reference'}) |"
+        )
+    return out + [""]
 
 
 def _submissions_markdown(board: Board) -> list[str]:
@@ -172,6 +200,7 @@ def board_json(board: Board) -> str:
                 "metrics": section.metrics,
                 "rows": [asdict(row) for row in section.rows],
                 "models": [asdict(m) for m in section.models],
+                "winners": [asdict(w) for w in section.winners],
                 "gains": [asdict(g) for g in section.gains],
                 "comparisons": [
                     {
@@ -179,6 +208,7 @@ def board_json(board: Board) -> str:
                         "family": d.family,
                         "baseline": d.baseline,
                         "act": d.act,
+                        "rivals": list(d.rivals),
                         "icl": d.icl,
                         "plot": f"plots/{d.plot}",
                         "report": json.loads(format_report(d.report, "json")),

@@ -182,10 +182,13 @@ class Store:
 
 def submission_id(manifest: Manifest, fingerprint: str) -> str:
     """``<model>.<arm>.<suite>.<8 hex of the fingerprint>``: readable, and unique per set of outputs."""
+    act = f"act-{manifest.head_map.name}" if manifest.head_map else "act"
     arm = {
         "baseline": "baseline",
-        "act": f"act-{manifest.head_map.name}" if manifest.head_map else "act",
+        "act": act,
         "icl": f"icl-{manifest.fewshot.num_fewshot}shot",
+        "contextual": f"{act}+contextual-cal" if manifest.head_map else "contextual-cal",
+        "batch": f"{act}+batch-cal" if manifest.head_map else "batch-cal",
     }[manifest.arm]
     slug = re.sub(r"[^a-z0-9._-]+", "-", f"{manifest.model.name}.{arm}".lower())
     return f"{slug}.{manifest.suite}.{fingerprint.removeprefix('sha256:')[:8]}"

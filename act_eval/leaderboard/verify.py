@@ -14,7 +14,11 @@ In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
 ``metric``         a metric in the results file differs from the one recomputed from the samples;
 ``head-map``       the head map is not found, its content hash or model differs, or its
                    threshold/beta are not the manifest's; for a run that recorded its calibration
-                   (``config.act``, :mod:`.recorded`), the map file must be the map that ran.
+                   (``config.act``, :mod:`.recorded`), the map file must be the map that ran;
+``calibration``    a contextual or batch calibration run (``act-eval calibrate``) whose per-document
+                   metrics or prior do not follow from its logged log-likelihoods
+                   (:func:`act_eval.recalibrate.check_calibrated`), or a run of another arm that
+                   records a label calibration.
 
 Duplicates and pairing with accepted submissions are the store's checks (:mod:`.store`).
 """
@@ -29,10 +33,11 @@ from typing import Any
 
 from act_eval.head_map import HeadMapError, load_head_map
 from act_eval.leaderboard import SubmissionError
-from act_eval.leaderboard.manifest import HEAD_MAP_FILE, Manifest, read_manifest
+from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manifest, read_manifest
 from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
 from act_eval.models import model_identity
+from act_eval.recalibrate import CALIBRATION_KEY, check_calibrated
 from act_eval.samples import (
     Run,
     TaskSamples,
@@ -93,6 +98,7 @@ def verify_submission(path: Path) -> Checked:
         "manifest, suite, shots, full splits, doc_hash of every document and task definitions agree; "
         f"{values} metric values recomputed from the samples match the results file(s)",
         _check_head_map(path, manifest, runs),
+        _check_calibration(manifest, runs, suite),
     )
     return Checked(
         path=path, manifest=manifest, runs=runs, tasks=infos, fingerprint=_fingerprint(runs), report=report
@@ -156,7 +162,7 @@ def _check_recorded(manifest: Manifest, run: Run, index: int) -> None:
         raise SubmissionError(
             "manifest", f"the manifest says model.id = {manifest.model.id!r} but the run loaded {identity}"
         )
-    if manifest.arm == "act":
+    if manifest.head_map is not None:  # the act arm, or a calibrated ACT run
         named = args.get("head_map")
         ref = manifest.head_map.name
         if not (named == ref or (isinstance(named, str) and named.endswith(".json") and Path(named).stem == ref)):
@@ -331,7 +337,7 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
             raise SubmissionError(
                 "manifest", f"a {manifest.arm} run must not calibrate, but {calibrated[0]} records a calibration (config.act)"
             )
-        return f"head map: none ({manifest.arm} arm; its results record no calibration)"
+        return f"head map: none ({manifest.arm} arm; its results record no ACT calibration)"
     included = path / HEAD_MAP_FILE
     try:
         head_map = load_head_map(included if included.is_file() else ref.name)
@@ -374,6 +380,36 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
     return (
         f"head map {ref.name} ({where}): the calibration the run recorded ({recorded.describe()}) is this map "
         "file's (content hash, heads, threshold, beta)"
+    )
+
+
+def _check_calibration(manifest: Manifest, runs: tuple[Run, ...], suite: Suite) -> str:
+    """A rival's metrics recomputed from its logged log-likelihoods and priors; other arms record no label calibration."""
+    blocks = [run.results.get("config", {}).get(CALIBRATION_KEY) for run in runs]
+    if manifest.arm not in CALIBRATED_ARMS:
+        if any(blocks):
+            raise SubmissionError(
+                "calibration", f"a {manifest.arm} run must not be re-scored, but {runs[0]} records config.calibration"
+            )
+        return "label calibration: none"
+    block = blocks[0]
+    if not isinstance(block, dict) or block.get("method") != manifest.arm:
+        method = block.get("method") if isinstance(block, dict) else None
+        raise SubmissionError(
+            "calibration", f"the manifest says arm {manifest.arm} but {runs[0]} records calibration method {method!r}"
+        )
+    try:
+        documents = sum(check_calibrated(runs[0], task, manifest.arm) for task in suite.tasks)
+    except (ValueError, FileNotFoundError) as err:
+        raise SubmissionError("calibration", str(err)) from None
+    source = (
+        "the prior recomputed as the mean choice distribution over each task's documents (transductive)"
+        if manifest.arm == "batch"
+        else "the prior recomputed from the logged content-free log-likelihoods (those are the model's, as resps are)"
+    )
+    return (
+        f"label calibration ({block.get('source')}): {documents} documents re-scored from their logged "
+        f"log-likelihoods; {source}; every acc and [gold, pred] follows"
     )
 
 
