@@ -260,6 +260,7 @@ def check_calibrated(run: Run, task: str, method: str) -> int:
     _, records = read_records(run, task)
     scores = [choice_scores(task, r) for r in records]
     expected = batch_priors([s.loglikelihoods for s in scores]) if method == "batch" else None
+    by_prompt: dict[str, Any] = {}  # documents that share content-free prompts (zero-shot: all) share their scores
     for record, s in zip(records, scores):
         where = f"{task} doc_id {s.doc_id}"
         entry = record.get(CALIBRATION_KEY)
@@ -274,6 +275,9 @@ def check_calibrated(run: Run, task: str, method: str) -> int:
                 truth = mean_prior(content_free["loglikelihoods"])
             except (KeyError, TypeError, ValueError):
                 raise ValueError(f"{where}: the sample records no content-free log-likelihoods") from None
+            shared = by_prompt.setdefault(content_free.get("prompt_hash"), content_free["loglikelihoods"])
+            if shared != content_free["loglikelihoods"]:
+                raise ValueError(f"{where}: its content-free prompts were scored differently for another document")
         if not np.allclose(prior, truth, rtol=_RTOL, atol=1e-12):
             raise ValueError(f"{where}: the recorded prior {prior.tolist()} is not the {method} prior {truth.tolist()}")
         pred = calibrated_choice(s.loglikelihoods, prior)

@@ -156,6 +156,15 @@ def test_compare_pairs_a_rival_with_the_baseline(batch_run):
         compare_runs(base, None, rivals=[base], tasks=["act_agnews_lite"], n_resamples=100)
 
 
+def test_the_commands_calibrate_and_compare_a_rival_without_an_act_run(tmp_path, capsys):
+    out = tmp_path / "bc"
+    assert main(["calibrate", "batch", str(BASELINE), "--tasks", "act_cb_lite", "--output_path", str(out)]) == 0
+    argv = ["compare", str(BASELINE), "--rival", str(out), "--tasks", "act_cb_lite", "--no-plot", "--resamples", "200"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "### batch-cal (transductive) vs baseline" in printed and "act vs" not in printed
+
+
 def test_contextual_calibration_zero_shot_scores_three_prompts_per_task(tmp_path):
     table = {
         "N/A": {"Yes": math.log(0.5), "No": math.log(0.3), "Maybe": math.log(0.2)},
@@ -173,6 +182,18 @@ def test_contextual_calibration_zero_shot_scores_three_prompts_per_task(tmp_path
     summary = run.results["config"]["calibration"]["tasks"]["act_cb_lite"]
     assert summary["priors"] == [pytest.approx([0.6, 0.2, 0.2])]
     assert check_calibrated(run, "act_cb_lite", "contextual") == 56
+    # one document's content-free scores changed (and its prior and prediction to match): refused
+    path = run.samples_path("act_cb_lite")
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    entry = lines[3]["calibration"]
+    entry["content_free"]["loglikelihoods"][0] = [math.log(0.1), math.log(0.1), math.log(0.8)]
+    entry["prior"] = mean_prior(entry["content_free"]["loglikelihoods"]).tolist()
+    scores = choice_scores("act_cb_lite", lines[3])
+    pred = calibrated_choice(scores.loglikelihoods, entry["prior"])
+    lines[3]["acc"], lines[3]["f1"] = float(pred == scores.gold), [scores.gold, pred]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with pytest.raises(ValueError, match="doc_id 3: its content-free prompts were scored differently"):
+        check_calibrated(run, "act_cb_lite", "contextual")
 
 
 def test_contextual_calibration_k_shot_keeps_each_documents_demonstrations(tmp_path):
