@@ -157,7 +157,7 @@ def compare_runs(
                 raise ValueError(f"{other} and {name} are the same run ({run}): compare different runs")
     task_names = select_tasks(runs, tasks)
     act_arm = Arm("act", (act,)) if act is not None else None
-    icl_arm = Arm(f"icl-{icl[0].n_shot(task_names[0])}shot", tuple(icl)) if icl else None
+    icl_arm = Arm(_icl_name(icl, task_names[0]), tuple(icl)) if icl else None
     base_arm = Arm("baseline", (baseline,))
     arms = [base_arm, *(a for a in (act_arm, icl_arm) if a), *rival_arms]
     report = Report(
@@ -207,6 +207,15 @@ def compare_runs(
     for a, b in pairs:
         report.rows.extend(_comparison_rows(report, a, b, data, metrics, higher))
     return report
+
+
+def _icl_name(icl: Sequence[Run], task: str) -> str:
+    """``icl-4shot``; seed runs re-scored by ``act-eval calibrate`` add their method (``icl-4shot+contextual-cal``)."""
+    names = {arm_name(run.results.get("config", {})) for run in icl}
+    if len(names) > 1:
+        raise ValueError(f"the ICL runs mix calibrations ({', '.join(sorted(map(str, names)))}): one arm per method")
+    (calibrated,) = names
+    return f"icl-{icl[0].n_shot(task)}shot" + (f"+{calibrated}" if calibrated else "")
 
 
 def _rival_name(run: Run) -> str:

@@ -165,6 +165,17 @@ def test_the_commands_calibrate_and_compare_a_rival_without_an_act_run(tmp_path,
     assert "### batch-cal (transductive) vs baseline" in printed and "act vs" not in printed
 
 
+def test_an_icl_arm_is_calibrated_seed_by_seed_into_an_icl_arm(tmp_path, capsys):
+    out = tmp_path / "icl_bc"
+    assert main(["calibrate", "batch", str(ICL_SEED_0.parent), "--tasks", "act_cb_lite", "--output_path", str(out)]) == 0
+    listed = json.loads((out / "icl.json").read_text())
+    assert listed["seeds"] == [0, 1, 2, 3, 4] and all(r.startswith(f"seed_{s}/") for s, r in zip(listed["seeds"], listed["runs"]))
+    capsys.readouterr()
+    argv = ["compare", str(BASELINE), "--icl", str(out), "--tasks", "act_cb_lite", "--no-plot", "--resamples", "200"]
+    assert main(argv) == 0
+    assert "### icl-4shot+batch-cal (transductive) vs baseline" in capsys.readouterr().out
+
+
 def test_contextual_calibration_zero_shot_scores_three_prompts_per_task(tmp_path):
     table = {
         "N/A": {"Yes": math.log(0.5), "No": math.log(0.3), "Maybe": math.log(0.2)},

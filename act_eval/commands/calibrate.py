@@ -1,8 +1,14 @@
-"""``act-eval calibrate {contextual,batch} RUN --output_path OUT``: a run re-scored by a label prior (ACT's rivals)."""
+"""``act-eval calibrate {contextual,batch} RUN --output_path OUT``: a run re-scored by a label prior (ACT's rivals).
+
+RUN may also be an ICL arm (an ``act-eval icl run`` directory or an accepted ICL submission):
+every seed run is re-scored with its own demonstrations, into ``OUT/seed_<S>/`` with an
+``icl.json`` listing them, so the result is an ICL arm again (ICL + calibration) for ``act-eval compare --icl``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -19,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("method", choices=("contextual", "batch"))
-    parser.add_argument("run", metavar="RUN", help="an lm-eval run (OUT, OUT/<model>, a results file or a submission)")
+    parser.add_argument(
+        "run", metavar="RUN", help="an lm-eval run (OUT, OUT/<model>, a results file or a submission), or an ICL arm"
+    )
     parser.add_argument("--output_path", "--output-path", required=True, type=Path, help="where the calibrated run goes")
     parser.add_argument("--tasks", nargs="+", help="tasks or groups to calibrate (default: all of the run's)")
     parser.add_argument(
@@ -31,16 +39,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from act_eval.commands.compare import icl_paths
+    from act_eval.head_map import atomic_write_text
     from act_eval.recalibrate import calibrate_run
-    from act_eval.samples import load_run
+    from act_eval.samples import ICL_MANIFEST, load_icl_runs, load_run
 
-    run = load_run(args.run)
+    paths = icl_paths(Path(args.run))
+    icl = len(paths) > 1 or (Path(args.run) / ICL_MANIFEST).is_file()
+    runs = load_icl_runs(paths) if icl else [load_run(args.run)]
     lm, record = None, None
     if args.method == "contextual":
-        lm, record = _load_model(run, args.model, args.device, args.batch_size)
-    written = calibrate_run(run, args.method, args.output_path, tasks=args.tasks, lm=lm, model_record=record)
-    print(f"wrote {written}")
-    print(f"next: act-eval compare {args.run} --rival {args.output_path}   (or act-eval leaderboard manifest {args.output_path})")
+        lm, record = _load_model(runs[0], args.model, args.device, args.batch_size)
+    written = []
+    for run in runs:
+        out = args.output_path / f"seed_{run.fewshot_seed}" if icl else args.output_path
+        written.append(calibrate_run(run, args.method, out, tasks=args.tasks, lm=lm, model_record=record))
+        print(f"wrote {written[-1]}")
+    if icl:
+        body = {
+            "calibration": args.method,
+            "base": str(args.run),
+            "seeds": [run.fewshot_seed for run in runs],
+            "runs": [str(w.relative_to(args.output_path)) for w in written],
+        }
+        print(f"wrote {atomic_write_text(args.output_path / ICL_MANIFEST, json.dumps(body, indent=2) + chr(10))}")
+        print(f"next: act-eval compare BASELINE --icl {args.output_path}")
+    else:
+        print(f"next: act-eval compare BASELINE --rival {args.output_path}   (or act-eval leaderboard manifest {args.output_path})")
     return 0
 
 

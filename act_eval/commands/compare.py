@@ -66,8 +66,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     baseline = load_run(args.baseline)
     act = load_run(args.act) if args.act else None
-    icl_paths = [p for path in args.icl or () for p in _icl_paths(Path(path))]
-    icl = load_icl_runs(icl_paths) if icl_paths else []
+    listed = [p for path in args.icl or () for p in icl_paths(Path(path))]
+    icl = load_icl_runs(listed) if listed else []
     rivals = [(load_run(path), Path(path)) for path in args.rival]
     named = [(baseline, Path(args.baseline)), *([(act, Path(args.act))] if act else []), *rivals]
     _check_maps([*named, *((run, run.results_path) for run in icl)])
@@ -96,7 +96,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _icl_paths(path: Path) -> list[Path]:
+def icl_paths(path: Path) -> list[Path]:
     """An accepted ICL submission (a directory with manifest.json) stands for the runs its manifest lists."""
     from act_eval.leaderboard.manifest import MANIFEST, read_manifest
     from act_eval.samples import ICL_MANIFEST
