@@ -201,3 +201,17 @@ def test_the_flip_rule_still_runs_end_to_end(tmp_path):
     hm = _job(tmp_path, model, keep_rule="flips").run(cal, val, "tiny", {})
     assert hm.provenance["keep_rule"]["rule"] == "flips"
     assert all(s["p_holm"] == s["p_value"] for s in hm.provenance["head_stats"])  # the sign test, uncorrected, as before
+
+
+def test_sharded_ranks_share_one_checkpoint_and_give_the_same_map(tmp_path):
+    model = tiny_model("llama")
+    enable_act(model, None, check_model=False)
+    cal, val = _tasked(examples(8, seed=3)), _tasked(examples(4, seed=4))
+    single = _job(tmp_path / "one", model).run(cal, val, "tiny", {})
+    rank1 = _job(tmp_path / "two", model)
+    rank1.rank, rank1.world = 1, 2
+    assert rank1.todo(["c0", "c1", "c2"]) == [1, 0, 2]  # its own chunks first, then any still missing
+    assert rank1.run(cal, val, "tiny", {}) is None  # only rank 0 writes maps
+    rank0 = _job(tmp_path / "two", model)
+    rank0.world = 2
+    assert rank0.run(cal, val, "tiny", {}).content_hash == single.content_hash
