@@ -133,7 +133,7 @@ def table(rows: list[dict]) -> str:
             if "ms" in got:
                 cells[kernel] = (f"{got['ms']:.0f} ({got['ms'] / row['hf_ms']:.2f}x)", f"{got['mib']:.0f} ({got['mib'] / row['hf_mib']:.2f}x)")
             else:
-                cells[kernel] = (f"skipped: {got.get('skipped', 'not run')}", "")
+                cells[kernel] = ("skipped" if "skipped" in got else "not run", "")
         lines.append(
             f"| {row['tokens']} | {row['heads_fraction']:.0%} ({row['heads']}) | {row['hf_ms']:.0f} | {cells['eager'][0]} | "
             f"{cells['blockwise'][0]} | {row['hf_mib']:.0f} | {cells['eager'][1]} | {cells['blockwise'][1]} |"
@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="append the rows here (rows already there are skipped)")
+    parser.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                        help="one unmeasured pass per length first (--no-warmup saves one long pass)")
     parser.add_argument("--table", metavar="JSON", help="print the table of a results file and exit")
     args = parser.parse_args()
     if args.table:
@@ -182,10 +184,12 @@ def main() -> None:
             for kernel in args.kernels:
                 need = eager_bytes(length, heads, args.batch) if kernel == "eager" else 0
                 if device.type == "cpu" and need > 0.7 * available_bytes():
-                    kernels[kernel] = {"skipped": f"needs about {need / 2**30:.0f} GiB, {available_bytes() / 2**30:.0f} GiB available"}
+                    kernels[kernel] = {
+                        "skipped": f"needs about {need / 2**30:.0f} GiB, over 70% of the {available_bytes() / 2**30:.0f} GiB available"
+                    }
                 else:
                     runs.append(kernel)
-            if not warm:
+            if args.warmup and not warm:
                 disable_act(model)
                 forward()  # warm-up, once per length
                 warm = True
