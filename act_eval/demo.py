@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_TASKS = ("act_agnews_lite", "act_trec_lite")
+DEFAULT_TASKS = ("act_agnews_lite",)
 
 
 def run_demo(
