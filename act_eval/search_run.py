@@ -27,6 +27,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from act_eval import __version__
 from act_eval.head_map import HeadMap, check_beta, check_threshold
@@ -52,7 +53,7 @@ class SearchConfig:
     controls: int = 8
     per_task_candidates: int = 2
     patience: int = 3
-    tolerance: float = 0.0
+    guard_alpha: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.7])
     thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.15])
     chunk: int = 50
@@ -257,8 +258,9 @@ class SearchJob:
 
     # --- stages 3-4 (rank 0) -------------------------------------------------------------------
 
-    def evaluator(self, val: list, tag: str):
-        """``evaluate(heads, threshold, beta)`` on ``val``, each result stored (a resumed search re-reads it)."""
+    def evaluator(self, val: list, tag: str, done: Callable[[int], object]):
+        """``evaluate(heads, threshold, beta)`` on ``val``, each result stored (a resumed search re-reads it);
+        ``done(1)`` after each (a progress bar's update)."""
         from act_eval.search import Settings, map_scores
 
         def evaluate(heads: dict[int, list[int]], threshold: float, beta: float) -> list[tuple[float, bool]]:
@@ -267,6 +269,7 @@ class SearchJob:
             if not self.store.has(name):
                 scores = map_scores(self.model, heads, val, Settings(threshold, beta))
                 self.store.save(name, {"key": key, "scores": [[float(f"{a:.9g}"), b] for a, b in scores]})
+            done(1)
             return [tuple(s) for s in self.store.load(name)["scores"]]
 
         return evaluate
@@ -294,13 +297,17 @@ class SearchJob:
 
     def build(self, label: str, stats, val: list, tasks: list[str]) -> dict:
         """Greedy map at the searched setting, then the settings grid, on ``val``."""
+        from tqdm.auto import tqdm
+
         from act_eval.search_combine import choose_settings, greedy_map, slice_score
         from act_eval.selection import as_layers
 
         c = self.config
-        evaluate = self.evaluator(val, label)
+        bar = tqdm(desc=f"combine and choose settings ({label}, {len(val)} validation examples)", unit=" maps",
+                   disable=self.rank != 0)
+        evaluate = self.evaluator(val, label, bar.update)
         kept = [(s.layer, s.head) for s in stats if s.kept]
-        chosen, trajectory = greedy_map(kept, evaluate, tasks, c.threshold, c.beta, c.patience, c.tolerance)
+        chosen, trajectory = greedy_map(kept, evaluate, tasks, c.threshold, c.beta, c.patience, c.guard_alpha)
         heads = as_layers(chosen)
         searched = (c.threshold, c.beta)
         if heads:
@@ -309,6 +316,7 @@ class SearchJob:
             (threshold, beta), grid = searched, []
         final = slice_score(evaluate(heads, threshold, beta), tasks)
         baseline = slice_score(evaluate({}, *searched), tasks)
+        bar.close()
         return {"heads": heads, "threshold": threshold, "beta": beta, "kept": kept, "trajectory": trajectory, "grid": grid,
                 "validation": {"baseline": baseline.as_dict(), "map": final.as_dict()}}
 
@@ -368,8 +376,9 @@ class SearchJob:
                                           "per_task": {t: [list(h) for h in hs] for t, hs in common["candidates"]["per_task"].items()}},
                            "estimate_vs_exact": common["agreement"]},
                 "combination": {"rule": "greedy on validation: stratified objective rises, task-mean accuracy does not "
-                                        "fall, no task's mean log p(gold) falls by more than tolerance",
-                                "patience": c.patience, "tolerance": c.tolerance, "kept": [list(h) for h in built["kept"]],
+                                        "fall, no task's paired change in log p(gold) significantly negative (one-sided t, "
+                                        "p < guard_alpha, per task)",
+                                "patience": c.patience, "guard_alpha": c.guard_alpha, "kept": [list(h) for h in built["kept"]],
                                 "trajectory": built["trajectory"]},
                 "settings": {"betas": c.betas, "thresholds": c.thresholds, "chosen": {"threshold": built["threshold"], "beta": built["beta"]},
                              "grid": built["grid"], "rule": "highest validation objective whose accuracy is not below the searched setting's"},

@@ -66,7 +66,8 @@ def holm(p_values: list[float], total: int) -> list[float]:
     return adjusted
 
 
-def _task_tests(deltas: np.ndarray, tasks: list[str]) -> dict:
+def task_tests(deltas: np.ndarray, tasks: list[str]) -> dict:
+    """Per task: n, mean change and both one-sided paired t-test p-values (the sign decides when nothing varies)."""
     out = {}
     for task in sorted(set(tasks)):
         d = deltas[[t == task for t in tasks]]
@@ -81,7 +82,7 @@ def _task_tests(deltas: np.ndarray, tasks: list[str]) -> dict:
 
 def stratified_test(deltas: list[float], tasks: list[str]) -> tuple[float, float, dict]:
     """(mean of per-task mean changes, Stouffer-combined one-sided p, per-task results)."""
-    per_task = _task_tests(np.asarray(deltas, dtype=float), tasks)
+    per_task = task_tests(np.asarray(deltas, dtype=float), tasks)
     effect = float(np.mean([r["mean"] for r in per_task.values()]))
     ps = [min(max(r["p_greater"], 1e-300), 1.0 - 1e-16) for r in per_task.values()]
     if len(ps) == 1:

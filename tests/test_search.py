@@ -154,7 +154,7 @@ def test_killed_search_resumes_to_the_identical_map(tmp_path):
     model = tiny_model("llama")
     enable_act(model, None, check_model=False)
     cal, val = _tasked(examples(8, seed=3)), _tasked(examples(4, seed=4))
-    loose = dict(tolerance=10.0, patience=10)  # the tiny model's heads must make it into the map for the check to bite
+    loose = dict(guard_alpha=0.0, patience=10)  # the tiny model's heads must make it into the map for the check to bite
     whole = _job(tmp_path / "whole", model, **loose).run(cal, val, "tiny", {})
     ckpt = tmp_path / "whole" / "ckpt"
     assert sorted(p.name for p in (ckpt / "screen").iterdir()) == ["chunk_0000.json.gz", "chunk_0001.json.gz", "chunk_0002.json.gz"]

@@ -99,8 +99,26 @@ def test_greedy_never_accepts_a_head_that_helps_the_pool_by_hurting_one_task():
     chosen, trajectory = greedy_map([(0, 1), (1, 2), (1, 3), (2, 0)], evaluate, tasks, 0.1, 0.4, patience=3)
     assert chosen == [(1, 2), (2, 0)]
     assert [row["accepted"] for row in trajectory] == [None, False, True, False, True]
-    old, new = slice_score(table[()], tasks), slice_score(table[((0, (1,)),)], tasks)
-    assert new.objective > old.objective and not accepts(new, old) and accepts(new, old, tolerance=0.02)
+    assert trajectory[1]["harmed_tasks"] == ["b"]
+    old, new = table[()], table[((0, (1,)),)]
+    assert slice_score(new, tasks).objective > slice_score(old, tasks).objective
+    assert not accepts(new, old, tasks)[0] and accepts(new, old, tasks, guard_alpha=0.0)[0]  # 0 switches the guard off
+
+
+def test_greedy_guard_refuses_only_a_significant_drop_on_one_task():
+    """A task whose mean falls by noise does not block a head; one that falls consistently does (paired t, one-sided)."""
+    from scipy import stats as st
+
+    tasks = ["a"] * 6 + ["b"] * 6
+    old = [(-1.0, False)] * 12
+    noisy_b = [0.30, -0.35, 0.20, -0.25, 0.10, -0.05]  # mean -0.0083, sd 0.25
+    steady_b = [-0.05, -0.06, -0.04, -0.05, -0.07, -0.05]
+    for b, blocked in ((noisy_b, False), (steady_b, True)):
+        new = [(-0.8, False)] * 6 + [(-1.0 + d, False) for d in b]
+        ok, harmed, tests = accepts(new, old, tasks)
+        p = float(st.ttest_1samp(b, 0.0, alternative="less").pvalue)
+        assert tests["b"]["p_less"] == pytest.approx(p) and (p < 0.05) is blocked
+        assert ok is not blocked and harmed == (["b"] if blocked else [])
 
 
 def test_settings_are_chosen_on_validation_with_accuracy_as_a_guard():

@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--controls", type=int, default=8, help="random control heads confirmed exactly (default 8)")
     p.add_argument("--per-task-candidates", type=int, default=2, help="extra heads per task confirmed on that task")
     p.add_argument("--patience", type=int, default=3, help="greedy pass: stop after this many rejections in a row")
-    p.add_argument("--tolerance", type=float, default=0.0, help="greedy pass: largest allowed drop of one task's mean log p(gold)")
+    p.add_argument("--guard-alpha", type=float, default=0.05,
+                   help="greedy pass: refuse a head when one task's paired change is significantly negative at this level "
+                   "(one-sided t per task; 0 switches the guard off; default 0.05)")
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.7], help="settings grid on validation")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="settings grid on validation")
     p.add_argument("--chunk", type=int, default=50, help="examples per checkpoint file (default 50)")
