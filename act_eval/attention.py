@@ -1,11 +1,16 @@
 """ACT as a transformers attention function, registered under one name with its mask.
 
 ``act_attention_forward`` has the signature of every function in transformers'
-``AttentionInterface``: tensors plus the attention module. What it needs beyond the tensors
-lives on the module as ``module.act`` (an :class:`ActHeads`), on the module's device: the
-selected heads, the rule's parameters, and the sink set found at prefill, which later calls
-(decoding, or continuations scored with the KV cache) reuse. Layers without an ``act``
-attribute go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
+``AttentionInterface``: tensors plus the attention module, and the forward call's extra keyword
+arguments (transformers hands them down to the attention function, checked for every supported
+architecture, GPT-2 included). What calibrates a layer is a :class:`LayerCall`: the layer's
+:class:`ActSettings` (selected heads, threshold, beta, kernel: fixed while calibration is on)
+and its :class:`SequenceSinks` (the sink set found when a sequence starts, which later calls of
+the sequence, decoding with the KV cache, reuse). :func:`enable_act` leaves the settings and a
+sequence state on each module with selected heads (``module.act``, ``module.act_sequence``), for
+the calls lm-eval and ``generate`` make; a call may instead bring its own, one per layer, as
+``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). Layers with nothing
+to calibrate go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
 the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
 block of query rows from their sink columns and the rest (:mod:`act_eval.sink_attention`,
 memory O(N) per head); ``"eager"``, the reference the tests hold it against, recomputes each
@@ -13,18 +18,15 @@ selected head's whole probability matrix in float32 and calibrates it with
 :mod:`act_eval.calibration`.
 
 Which query rows are *prompt* rows (they alone decide the sink set) is an argument of the
-forward call: ``model(input_ids, act_prompt_lengths=lengths)`` (``[B]``, each row's context
-length; transformers hands extra keyword arguments down to the attention function, checked for
-every supported architecture, GPT-2 included). ``hf-act`` passes it for a loglikelihood batch;
-without it every unmasked row of the first call of a sequence is prompt. The head search still
-sets lengths on a shared :class:`PromptRows` object, read when the call passes none.
+forward call too: ``model(input_ids, act_prompt_lengths=lengths)`` (``[B]``, each row's context
+length). ``hf-act`` and the head search pass it for a loglikelihood batch; without it every
+unmasked row of the first call of a sequence is prompt.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -45,6 +47,7 @@ from act_eval.sink_attention import (
 
 ACT_ATTENTION = "act"
 PROMPT_LENGTHS = "act_prompt_lengths"  # the forward call's keyword argument for per-row prompt lengths
+LAYERS = "act_layers"  # the forward call's keyword argument: {layer index: LayerCall}, the head search's way
 KERNELS = ("blockwise", "eager")  # how selected heads are calibrated; the first is the default
 
 
@@ -59,43 +62,22 @@ class UnsupportedArchitectureError(ValueError):
     """The model does not route attention through transformers' AttentionInterface."""
 
 
-@dataclass
-class PromptRows:
-    """Per batch row, how many leading positions are prompt (context) for the next forward pass."""
+@dataclass(frozen=True)
+class ActSettings:
+    """How one layer is calibrated: its selected query heads, the rule's parameters, the kernel.
 
-    lengths: Tensor | None = None
+    Fixed while calibration is on; nothing about a call or a sequence lives here."""
 
-    @contextlib.contextmanager
-    def set(self, lengths: Tensor | list[int]) -> Iterator[None]:
-        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
-        try:
-            yield
-        finally:
-            self.lengths = None
-
-
-@dataclass
-class ActHeads:
-    """Calibration state of one attention module."""
-
-    heads: list[int]
+    heads: tuple[int, ...]
     threshold: float
     beta: float
-    reference_drop_first: bool
-    prompt_rows: PromptRows
+    reference_drop_first: bool = False
     kernel: str = KERNELS[0]
-    calls: int = 0  # forward calls seen (the probe checks the function really runs)
-    # [B, h]: which selected heads each batch row calibrates (None: all). The head search uses it
-    # to try one head per row, every head of a layer in one batch.
-    row_heads: Tensor | None = None
-    # [B, h] float: per row, how far each selected head moves towards its calibrated output
-    # (o + mix * (o_cal - o); None: all the way). The head search's screen differentiates by it.
-    mix: Tensor | None = None
-    _index: dict[torch.device, Tensor] = field(default_factory=dict, repr=False)
-    _sinks: Tensor | None = field(default=None, repr=False)  # [B, h, K at prefill]
-    _seen: int = 0  # tokens of the current sequence seen so far
+    # the heads as a tensor per device: a cache of ``heads``, not state
+    _index: dict[torch.device, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", tuple(self.heads))
         check_kernel(self.kernel)
 
     def index(self, device: torch.device) -> Tensor:
@@ -104,30 +86,39 @@ class ActHeads:
             self._index[device] = torch.tensor(self.heads, dtype=torch.long, device=device)
         return self._index[device]
 
-    def resume(self, sinks: Tensor, seen: int) -> None:
-        """Continue a sequence whose first ``seen`` tokens were run elsewhere, with their sink set."""
-        self._sinks, self._seen = sinks, seen
 
-    @property
-    def last_sinks(self) -> Tensor | None:
-        """The sink set ``[B, h, K]`` found at the start of the current sequence."""
-        return self._sinks
+@dataclass
+class SequenceSinks:
+    """Per-sequence state: the sink set found when the sequence started, and the tokens seen since.
+
+    It outlives the call that found it on purpose: a later call of the same sequence (a decoding
+    step with the KV cache, a continuation scored after its context) no longer holds the prompt
+    rows, so it can only reuse their sink set (act-spec.md: found once per sequence and head).
+    A new sequence (a call whose queries cover all its keys, or another batch size) replaces it.
+    It cannot ride on the KV cache: transformers keeps the cache in the attention module's own
+    forward and never hands it to the attention function. So a caller that runs the sequence
+    holds it in its :class:`LayerCall`; calls that bring none (lm-eval's, ``generate``'s) share
+    the one :func:`enable_act` left on the module, one sequence at a time.
+    """
+
+    sinks: Tensor | None = None  # [B, h, K at the start]
+    seen: int = 0  # tokens of the sequence seen so far
 
     def starts_sequence(self, batch: int, q_len: int, kv_len: int) -> bool:
         """Whether this call starts a sequence (its prompt rows then decide the sink set)."""
-        return kv_len == q_len or self._sinks is None or self._sinks.shape[0] != batch
+        return kv_len == q_len or self.sinks is None or self.sinks.shape[0] != batch
 
     def begin(self, sinks: Tensor, kv_len: int) -> Tensor:
         """Keep the sink set found at the start of a sequence of ``kv_len`` tokens."""
-        self._sinks, self._seen = sinks, kv_len
+        self.sinks, self.seen = sinks, kv_len
         return sinks
 
     def advance(self, q_len: int, kv_len: int) -> Tensor:
-        """The stored sink set on the keys of a later call of the same sequence."""
+        """The kept sink set on the keys of a later call of the same sequence."""
         # keys cover absolute positions [seen - kv_len, seen) (a sliding-window cache drops the oldest)
-        self._seen += q_len
-        stored = self._sinks
-        start = self._seen - kv_len
+        self.seen += q_len
+        stored = self.sinks
+        start = self.seen - kv_len
         current = torch.zeros(stored.shape[:-1] + (kv_len,), dtype=torch.bool, device=stored.device)
         if start < stored.shape[-1]:
             part = stored[..., max(start, 0):]
@@ -135,13 +126,31 @@ class ActHeads:
             current[..., offset:offset + part.shape[-1]] = part[..., : kv_len - offset]
         return current
 
-    def lengths(self, given: Tensor | list[int] | None, device: torch.device) -> Tensor | None:
-        """Per batch row, its prompt length for this call (None: every row that sees a key is prompt).
 
-        ``given`` is the call's :data:`PROMPT_LENGTHS` argument; without one, the shared
-        :class:`PromptRows` (the head search's way)."""
-        lengths = self.prompt_rows.lengths if given is None else given
-        return None if lengths is None else torch.as_tensor(lengths, dtype=torch.long).to(device)
+@dataclass(frozen=True)
+class LayerCall:
+    """Everything that calibrates one layer in one forward call.
+
+    The head search passes one per layer as the call's :data:`LAYERS` argument, because what it
+    calibrates changes from call to call: other heads per pass, per batch row (``row_heads``), by
+    a differentiable amount (``mix``), resuming a sequence whose start ran in another pass
+    (``sequence``). Without that argument the attention function builds one from what
+    :func:`enable_act` left on the module (its settings and its sequence state).
+    """
+
+    settings: ActSettings
+    # the sequence this call belongs to; the call reads and updates it (a caller can read the sink set back)
+    sequence: SequenceSinks = field(default_factory=SequenceSinks)
+    # [B, h]: which selected heads each batch row calibrates (None: all); the search tries one head per row
+    row_heads: Tensor | None = None
+    # [B, h] float: per row, how far each selected head moves towards its calibrated output
+    # (o + mix * (o_cal - o); None: all the way); the search's screen differentiates by it
+    mix: Tensor | None = None
+
+    @property
+    def blended(self) -> bool:
+        """Whether some row is not simply calibrated (it needs the plain output too)."""
+        return self.row_heads is not None or self.mix is not None
 
     def blend(self, plain: Tensor, calibrated: Tensor) -> Tensor:
         """``[B, h, Q, *]`` per row: calibrated only for its ``row_heads``, moved ``mix`` of the way.
@@ -152,6 +161,24 @@ class ActHeads:
         if self.mix is not None:
             calibrated = plain + self.mix.to(plain.device)[:, :, None, None] * (calibrated - plain)
         return calibrated
+
+
+def layer_call(module: nn.Module, kwargs: dict[str, Any]) -> LayerCall | None:
+    """This layer's calibration in this call (None: plain attention).
+
+    A call that passes :data:`LAYERS` brings its own: layers it leaves out run plain, whatever
+    the modules hold. Otherwise the settings :func:`enable_act` put on the module, with the
+    module's sequence state, which later calls that pass nothing (decoding) reuse."""
+    given = kwargs.get(LAYERS)
+    if given is not None:
+        return given.get(module.layer_idx)
+    settings: ActSettings | None = getattr(module, "act", None)
+    return None if settings is None else LayerCall(settings, module.act_sequence)
+
+
+def prompt_lengths(given: Tensor | list[int] | None, device: torch.device) -> Tensor | None:
+    """The call's :data:`PROMPT_LENGTHS` on ``device`` (None: every row that sees a key is prompt)."""
+    return None if given is None else torch.as_tensor(given, dtype=torch.long).to(device)
 
 
 def allowed_mask(attention_mask: Tensor | None, q_len: int, kv_len: int, batch: int, device) -> Tensor:
@@ -185,20 +212,18 @@ def act_attention_forward(
 ) -> tuple[Tensor, None]:
     """Standard attention for every head, with the module's selected heads calibrated.
 
-    Heads ACT leaves alone run on sdpa; selected heads are calibrated by the state's kernel.
+    Heads ACT leaves alone run on sdpa; selected heads are calibrated by the settings' kernel.
     sdpa cannot softcap (Gemma-2): there every head runs in float32, blockwise or eagerly.
     """
-    state: ActHeads | None = getattr(module, "act", None)
-    if state is not None:
-        state.calls += 1
-        if not state.heads:
-            state = None
+    call = layer_call(module, kwargs)
+    if call is not None and not call.settings.heads:
+        call = None
     softcap = kwargs.get("softcap")
     out = None
     if softcap is None:
-        if state is None or state.kernel == "eager" or len(state.heads) < query.shape[1]:
+        if call is None or call.settings.kernel == "eager" or len(call.settings.heads) < query.shape[1]:
             out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-        if state is None:
+        if call is None:
             return out, None
     elif kwargs.get("position_bias") is not None:
         raise UnsupportedArchitectureError("ACT's eager path does not support attention with position biases")
@@ -209,14 +234,14 @@ def act_attention_forward(
     q_len, kv_len = query.shape[2], key.shape[2]
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
         key, value = key[:, :, :q_len], value[:, :, :q_len]
-    lengths = None if state is None else state.lengths(kwargs.get(PROMPT_LENGTHS), query.device)
-    kernel = _eager_kernel if state is not None and state.kernel == "eager" else _blockwise_kernel
+    lengths = None if call is None else prompt_lengths(kwargs.get(PROMPT_LENGTHS), query.device)
+    kernel = _eager_kernel if call is not None and call.settings.kernel == "eager" else _blockwise_kernel
     with torch.autocast(query.device.type, enabled=False):  # float32 even under lm-eval's mixed precision
-        return kernel(state, query, key, value, attention_mask, scaling, softcap, out, lengths), None
+        return kernel(call, query, key, value, attention_mask, scaling, softcap, out, lengths), None
 
 
 def _eager_kernel(
-    state: ActHeads, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    call: LayerCall, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
     scaling: float, softcap: float | None, out: Tensor | None, lengths: Tensor | None,
 ) -> Tensor:
     """The reference: selected heads' whole probability matrices in float32, calibrated, times V."""
@@ -224,23 +249,24 @@ def _eager_kernel(
     kv_len = key.shape[2]
     groups = query.shape[1] // key.shape[1]
     allowed = allowed_mask(attention_mask, q_len, kv_len, batch, query.device)
+    settings, sequence = call.settings, call.sequence
     if out is not None:
-        eager_heads = state.index(query.device)
+        eager_heads = settings.index(query.device)
         selected = slice(None)
     else:
         out = torch.empty_like(query.transpose(1, 2))
         eager_heads = torch.arange(query.shape[1], device=query.device)
-        selected = state.index(query.device)
+        selected = settings.index(query.device)
     kv_heads = torch.div(eager_heads, groups, rounding_mode="floor")
     probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, mask_bias(attention_mask, kv_len))
     chosen = probs[:, selected]
-    if state.starts_sequence(batch, q_len, kv_len):
+    if sequence.starts_sequence(batch, q_len, kv_len):
         positions = torch.arange(kv_len - q_len, kv_len, device=query.device)
         visible = allowed & prompt_rows(allowed, positions, lengths).unsqueeze(-1)
-        sinks = state.begin(sink_set(chosen, visible, state.threshold, state.reference_drop_first), kv_len)
+        sinks = sequence.begin(sink_set(chosen, visible, settings.threshold, settings.reference_drop_first), kv_len)
     else:
-        sinks = state.advance(q_len, kv_len)
-    calibrated = state.blend(chosen, redistribute(chosen, sinks, state.beta))
+        sinks = sequence.advance(q_len, kv_len)
+    calibrated = call.blend(chosen, redistribute(chosen, sinks, settings.beta))
     # out of place, so that the screen's gradients can flow through probs
     probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
     heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
@@ -248,7 +274,7 @@ def _eager_kernel(
 
 
 def _blockwise_kernel(
-    state: ActHeads | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+    call: LayerCall | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
     scaling: float, softcap: float | None, out: Tensor | None, lengths: Tensor | None,
 ) -> Tensor:
     """Selected heads calibrated block by block (:mod:`act_eval.sink_attention`), in O(N) memory.
@@ -263,34 +289,35 @@ def _blockwise_kernel(
     groups = num_heads // key.shape[1]
     device = query.device
     kv_every = torch.div(torch.arange(num_heads, device=device), groups, rounding_mode="floor")
-    if state is None:  # a softcapped layer with nothing to calibrate
+    if call is None:  # a softcapped layer with nothing to calibrate
         every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, 1.0)
         return every.transpose(1, 2).to(query.dtype)
-    heads = state.index(device)
-    everyone = state.heads == list(range(num_heads))  # then the queries need no copy
+    settings, sequence = call.settings, call.sequence
+    heads = settings.index(device)
+    everyone = settings.heads == tuple(range(num_heads))  # then the queries need no copy
     chosen_q = query if everyone else query[:, heads]
     chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
-    if state.starts_sequence(batch, q_len, kv_len):
+    if sequence.starts_sequence(batch, q_len, kv_len):
         sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
-        sinks = state.begin(sinks_from_sums(*sums, state.threshold, state.reference_drop_first), kv_len)
+        sinks = sequence.begin(sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first), kv_len)
     else:
-        sinks = state.advance(q_len, kv_len)
+        sinks = sequence.advance(q_len, kv_len)
     if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
         return out
-    blended = state.row_heads is not None or state.mix is not None
+    blended = call.blended
     if softcap is not None:  # every head in one pass; the others have no sinks, so they come out plain
         every_sinks = torch.zeros(batch, num_heads, kv_len, dtype=torch.bool, device=device).index_copy(1, heads, sinks)
         calibrated, plain = calibrated_attention(
-            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, state.beta, plain=blended
+            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, settings.beta, plain=blended
         )
         out = calibrated.transpose(1, 2).to(query.dtype)
         calibrated, plain = calibrated[:, heads], None if plain is None else plain[:, heads]
     else:
-        calibrated, plain = calibrated_attention(chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, state.beta, plain=blended)
+        calibrated, plain = calibrated_attention(chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.beta, plain=blended)
         if out is None:
             out = torch.empty_like(query.transpose(1, 2))
     if blended:
-        calibrated = state.blend(plain, calibrated)
+        calibrated = call.blend(plain, calibrated)
     calibrated = calibrated.transpose(1, 2).to(out.dtype)
     # in place unless autograd holds sdpa's output (the screen differentiates through it)
     return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
@@ -345,21 +372,14 @@ def config_shape(config: PretrainedConfig) -> dict[str, Any]:
 
 @dataclass
 class ActController:
-    """Handle returned by :func:`enable_act`: the map in force and the shared prompt rows."""
+    """Handle returned by :func:`enable_act`: the map in force and what to restore."""
 
     model: PreTrainedModel
     head_map: HeadMap
     threshold: float
     beta: float
-    prompt_rows: PromptRows
     previous_attention: str
     kernel: str = KERNELS[0]
-
-    def prompt_lengths(self, lengths: Tensor | list[int]):
-        """Context manager: the next forward passes treat the first ``lengths[b]`` rows as prompt.
-
-        For code that cannot pass ``act_prompt_lengths=`` to the forward call itself."""
-        return self.prompt_rows.set(lengths)
 
 
 def enable_act(
@@ -404,47 +424,43 @@ def enable_act(
         raise UnsupportedArchitectureError(
             f"{shape['architecture']} does not support custom attention functions ({err}); ACT cannot calibrate it"
         ) from None
-    prompt_rows = PromptRows()
     for layer, module in enumerate(modules):
         heads = sorted(head_map.heads.get(layer, ()))
         if heads:
-            module.act = ActHeads(heads, threshold, beta, reference_drop_first, prompt_rows, kernel)
-    controller = ActController(model, head_map, threshold, beta, prompt_rows, previous, kernel)
+            module.act = ActSettings(tuple(heads), threshold, beta, reference_drop_first, kernel)
+            module.act_sequence = SequenceSinks()  # for calls that bring none (lm-eval's, generate's)
+    controller = ActController(model, head_map, threshold, beta, previous, kernel)
     model._act_controller = controller
-    _probe(model, modules)
+    _probe(model, shape["num_layers"], shape["num_heads"])
     return controller
 
 
-def _probe(model: PreTrainedModel, modules: list[nn.Module]) -> None:
+def _probe(model: PreTrainedModel, num_layers: int, num_heads: int) -> None:
     """Run two tokens through the model and check the attention function really ran in every layer.
 
-    Some architectures (Bloom, MPT) accept a custom attention name and silently ignore it.
+    Some architectures (Bloom, MPT) accept a custom attention name and silently ignore it. Every
+    head of every layer is "calibrated" at beta = 1 (which changes nothing) through the call's own
+    :data:`LAYERS` argument, so a layer ran the function, with the call's arguments, exactly when
+    its sink set was found; nothing is written onto the modules.
     """
-    saved = {i: getattr(m, "act", None) for i, m in enumerate(modules)}
-    probe_state = PromptRows()
-    for module in modules:
-        module.act = ActHeads([], 0.5, 1.0, False, probe_state)
+    probe = ActSettings(tuple(range(num_heads)), 0.5, 1.0)
+    calls = {layer: LayerCall(probe) for layer in range(num_layers)}
     device = next(model.parameters()).device
     try:
         with torch.no_grad():
-            model(input_ids=torch.tensor([[1, 2]], device=device), use_cache=False)
-        silent = [i for i, m in enumerate(modules) if m.act.calls == 0]
+            model(input_ids=torch.tensor([[1, 2]], device=device), use_cache=False, **{LAYERS: calls})
+        silent = [layer for layer, call in calls.items() if call.sequence.sinks is None]
     except KeyError as err:
-        silent = list(range(len(modules)))
+        silent = list(range(num_layers))
         saved_error: Exception | None = err
     else:
         saved_error = None
-    finally:
-        for i, module in enumerate(modules):
-            if saved[i] is None:
-                del module.act
-            else:
-                module.act = saved[i]
     if silent:
         disable_act(model)
         raise UnsupportedArchitectureError(
-            f"{model.config.model_type}: layers {silent} never called the '{ACT_ATTENTION}' attention function; "
-            "this architecture does not route attention through transformers' AttentionInterface"
+            f"{model.config.model_type}: layers {silent} never called the '{ACT_ATTENTION}' attention function "
+            "with the forward call's arguments; this architecture does not route attention through transformers' "
+            "AttentionInterface"
         ) from saved_error
 
 
@@ -455,6 +471,6 @@ def disable_act(model: PreTrainedModel) -> None:
         return
     for module in attention_modules(model):
         if hasattr(module, "act"):
-            del module.act
+            del module.act, module.act_sequence
     model.set_attn_implementation(controller.previous_attention)
     del model._act_controller

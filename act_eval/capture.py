@@ -23,7 +23,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from act_eval.attention import (
-    ActHeads,
+    ActSettings,
     UnsupportedArchitectureError,
     mask_bias,
     allowed_mask,
@@ -102,7 +102,7 @@ def capture_attention_forward(
     probs = eager_attention(query, key[:, kv_heads], allowed, scaling, kwargs.get("softcap"), mask_bias(attention_mask, kv_len))
     visible = allowed & allowed.any(-1, keepdim=True)  # every row that sees anything is a prompt row
     sinks = sink_set(probs, visible, recorder.threshold, recorder.reference_drop_first)
-    act: ActHeads | None = getattr(module, "act", None) if recorder.calibrate else None
+    act: ActSettings | None = getattr(module, "act", None) if recorder.calibrate else None
     heads = tuple(act.heads) if act is not None else ()
     used = probs
     if heads:
@@ -178,7 +178,7 @@ def capture_attention(
     wanted = set(range(num_layers) if layers is None else layers)
     recorders = []
     for layer, module in enumerate(modules):
-        act: ActHeads | None = getattr(module, "act", None)
+        act: ActSettings | None = getattr(module, "act", None)
         reference = act.reference_drop_first if act is not None else False
         recorders.append(_Recorder(threshold, reference, calibrate, keep_probs and layer in wanted))
     by_layer = {module.layer_idx: recorder for module, recorder in zip(modules, recorders)}

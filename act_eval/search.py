@@ -11,7 +11,7 @@ numbers with far less work, using only what calibration provably leaves alone:
   values; one pass with every head "calibrated" at beta = 1 (which changes nothing) records the
   sink set of every head;
 * a head whose sink set is empty for an example cannot change it: no forward pass at all;
-* the other heads of a layer run batched, one head per copy of the rows (``ActHeads.row_heads``),
+* the other heads of a layer run batched, one head per copy of the rows (``LayerCall.row_heads``),
   starting at that layer from the recorded hidden states (the layers below are unchanged);
 * query rows before a head's first sink are unchanged in every later layer (causal attention),
   so a pass starts at its heads' earliest first sink, reusing the recorded keys and values of
@@ -21,18 +21,22 @@ numbers with far less work, using only what calibration provably leaves alone:
 
 :func:`naive_head_results` is the reference (lm-eval's way: full model, all logits) that tests
 and ``benchmarks/bench_search.py`` compare against.
+
+Every pass brings its own calibration as arguments of the forward call (``act_layers``, one
+:class:`act_eval.attention.LayerCall` per calibrated layer, and ``act_prompt_lengths``): nothing
+is written onto the model's modules, and layers a pass leaves out run plain.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import ActHeads, PromptRows, attention_modules, model_shape
+from act_eval.attention import LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
 from act_eval.search_data import Example
 
 
@@ -41,6 +45,15 @@ class Settings:
     threshold: float = 0.1
     beta: float = 0.4
     reference_drop_first: bool = False
+
+    def for_heads(self, heads: Sequence[int], beta: float | None = None) -> ActSettings:
+        """A layer's calibration of ``heads`` under these settings (``beta`` overrides theirs)."""
+        return ActSettings(tuple(heads), self.threshold, self.beta if beta is None else beta, self.reference_drop_first)
+
+
+def calibration(lengths: list[int], layers: dict[int, LayerCall]) -> dict:
+    """The forward call's arguments that calibrate ``layers`` (the others run plain) with these prompt lengths."""
+    return {PROMPT_LENGTHS: lengths, LAYERS: layers}
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -117,18 +130,6 @@ def _sliding_limit(model: nn.Module) -> int | None:
     return None
 
 
-@contextlib.contextmanager
-def calibrating(modules: list[nn.Module], layer_states: dict[int, ActHeads]) -> Iterator[None]:
-    """Attach each layer's calibration state to its attention module for the duration of the block."""
-    for layer, state in layer_states.items():
-        modules[layer].act = state
-    try:
-        yield
-    finally:
-        for layer in layer_states:
-            del modules[layer].act
-
-
 @dataclass
 class _Recorded:
     """What the two passes over one example leave for the per-head passes."""
@@ -150,20 +151,11 @@ class HeadSearch:
         self.model = model
         self.settings = settings
         self.shape = model_shape(model)
-        self.modules = attention_modules(model)
         self.layers = decoder_layers(model)
-        self.rows = PromptRows()
         self.device = next(model.parameters()).device
         self.sliding_limit = _sliding_limit(model)
         if model.config._attn_implementation != "act":
             raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
-
-    def _state(self, heads: list[int], beta: float) -> ActHeads:
-        s = self.settings
-        return ActHeads(heads, s.threshold, beta, s.reference_drop_first, self.rows)
-
-    def _calibrating(self, layer_states: dict[int, ActHeads]):
-        return calibrating(self.modules, layer_states)
 
     def record(self, example: Example) -> _Recorded:
         """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
@@ -176,8 +168,8 @@ class HeadSearch:
         ]
         lengths = [example.prompt_len] * x.shape[0]
         try:
-            with torch.no_grad(), self.rows.set(lengths):
-                out = self.model(x, use_cache=True, logits_to_keep=_kept(example))
+            with torch.no_grad():
+                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **calibration(lengths, {}))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -185,11 +177,11 @@ class HeadSearch:
         cache = out.past_key_values
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
-        every = list(range(self.shape["num_heads"]))
-        states = {layer: self._state(every, 1.0) for layer in range(len(self.modules))}
-        with torch.no_grad(), self.rows.set(lengths), self._calibrating(states):
-            self.model(x, use_cache=False, logits_to_keep=1)
-            sinks = [states[layer].last_sinks for layer in range(len(self.modules))]
+        every = self.settings.for_heads(range(self.shape["num_heads"]), beta=1.0)
+        calls = {layer: LayerCall(every) for layer in range(self.shape["num_layers"])}
+        with torch.no_grad():
+            self.model(x, use_cache=False, logits_to_keep=1, **calibration(lengths, calls))
+        sinks = [call.sequence.sinks for call in calls.values()]
         return _Recorded(example, x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
 
     @contextlib.contextmanager
@@ -222,17 +214,16 @@ class HeadSearch:
         example = rec.example
         rows, width = rec.x.shape
         n = len(active)
-        state = self._state(active, self.settings.beta)
         row_heads = torch.zeros(rows * n, n, dtype=torch.bool, device=self.device)
         for a in range(n):
             row_heads[a * rows : (a + 1) * rows, a] = True
-        state.row_heads = row_heads
         x = rec.x.repeat(n, 1)
         cache = None
-        if start > 0:
+        sequence = SequenceSinks()
+        if start > 0:  # the sequence resumes at ``start``: the recorded sink set and keys and values of the rows before
             from transformers import DynamicCache
 
-            state.resume(rec.sinks[layer][:, active].repeat(n, 1, 1), seen=start)
+            sequence = SequenceSinks(rec.sinks[layer][:, active].repeat(n, 1, 1), seen=start)
             prefix = [(k[:, :, :start].repeat(n, 1, 1, 1), v[:, :, :start].repeat(n, 1, 1, 1)) for k, v in zip(rec.keys, rec.values)]
             cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)
         below = None
@@ -242,9 +233,10 @@ class HeadSearch:
             hidden = hidden[:, start:].repeat(n, 1, 1)
             below = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
         skip = self._skip_below(layer, below) if layer > 0 else contextlib.nullcontext()
-        lengths = [example.prompt_len] * (rows * n)
-        with torch.no_grad(), self.rows.set(lengths), self._calibrating({layer: state}), skip:
-            out = self.model(x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example))
+        call = LayerCall(self.settings.for_heads(active), sequence, row_heads=row_heads)
+        arguments = calibration([example.prompt_len] * (rows * n), {layer: call})
+        with torch.no_grad(), skip:
+            out = self.model(x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example), **arguments)
         log_probs = torch.log_softmax(out.logits.float(), -1)
         return {h: choice_logliks(log_probs[a * rows : (a + 1) * rows], example, width) for a, h in enumerate(active)}
 
@@ -278,17 +270,12 @@ def naive_head_results(
     model: nn.Module, example: Example, layer: int, settings: Settings, heads: list[int] | None = None,
 ) -> dict[int, list[float]]:
     """The reference: calibrate one head (each of ``heads``, default all), run the whole model on every row, score from all logits."""
-    rows = PromptRows()
-    module = attention_modules(model)[layer]
     x = pad_rows(example.rows, next(model.parameters()).device)
+    lengths = [example.prompt_len] * x.shape[0]
     results = {}
     for head in range(model_shape(model)["num_heads"]) if heads is None else heads:
-        module.act = ActHeads([head], settings.threshold, settings.beta, settings.reference_drop_first, rows)
-        try:
-            with torch.no_grad(), rows.set([example.prompt_len] * x.shape[0]):
-                logits = model(x, use_cache=False).logits
-        finally:
-            del module.act
+        with torch.no_grad():
+            logits = model(x, use_cache=False, **calibration(lengths, {layer: LayerCall(settings.for_heads([head]))})).logits
         results[head] = choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1])
     return results
 
@@ -366,14 +353,14 @@ def map_scores(
 ) -> list[tuple[float, bool]]:
     """Per example, (log p(gold | choices), correct) with every head of ``heads`` calibrated together (batched)."""
     search = HeadSearch(model, settings)
-    states = {layer: search._state(sorted(hs), settings.beta) for layer, hs in heads.items() if hs}
+    layers = {layer: settings.for_heads(sorted(hs)) for layer, hs in heads.items() if hs}
     out: list[tuple[float, bool]] = [(0.0, False)] * len(examples)
-    with search._calibrating(states):
-        for idx in length_batches(examples, batch_size):
-            batch = RowBatch.of([examples[i] for i in idx], search.device)
-            with torch.no_grad(), search.rows.set(batch.lengths):
-                logits = model(batch.x, use_cache=False, logits_to_keep=batch.keep).logits
-            for i, e, sums in zip(idx, batch.examples, batch.choice_sums(torch.log_softmax(logits.float(), -1))):
-                logliks = sums.double().tolist()
-                out[i] = (gold_logprob(logliks, e.gold), is_correct(logliks, e.gold))
+    for idx in length_batches(examples, batch_size):
+        batch = RowBatch.of([examples[i] for i in idx], search.device)
+        calls = {layer: LayerCall(layer_settings) for layer, layer_settings in layers.items()}
+        with torch.no_grad():
+            logits = model(batch.x, use_cache=False, logits_to_keep=batch.keep, **calibration(batch.lengths, calls)).logits
+        for i, e, sums in zip(idx, batch.examples, batch.choice_sums(torch.log_softmax(logits.float(), -1))):
+            logliks = sums.double().tolist()
+            out[i] = (gold_logprob(logliks, e.gold), is_correct(logliks, e.gold))
     return out

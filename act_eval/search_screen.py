@@ -1,6 +1,6 @@
 """Screening: a first-order estimate of every head's effect from one forward and one backward pass.
 
-Every head of every layer is mixed as ``o + alpha * (o_cal - o)`` (``ActHeads.mix``, one alpha per
+Every head of every layer is mixed as ``o + alpha * (o_cal - o)`` (``LayerCall.mix``, one alpha per
 example and head), with ``alpha = 0``: the forward pass is the plain model, and the gradient of
 log p(gold | choices) with respect to each alpha is the effect's first-order (tangent) estimate
 at no calibration. ``alpha = 1`` for one head is that head calibrated exactly. The sink set and the
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import ActHeads, PromptRows, attention_modules, model_shape
-from act_eval.search import RowBatch, Settings, calibrating, gold_logprob, is_correct, length_batches
+from act_eval.attention import LayerCall, model_shape
+from act_eval.search import RowBatch, Settings, calibration, gold_logprob, is_correct, length_batches
 from act_eval.search_data import Example
 
 
@@ -43,16 +43,14 @@ def screen_examples(
     if model.config._attn_implementation != "act":
         raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
     shape = model_shape(model)
-    modules = attention_modules(model)
     device = next(model.parameters()).device
-    heads = list(range(shape["num_heads"]))
     out: list[Screened | None] = [None] * len(examples)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:  # only the alphas need gradients
         p.requires_grad_(False)
     try:
         for batch in length_batches(examples, batch_size):
-            for i, screened in zip(batch, _screen_batch(model, modules, device, heads, [examples[i] for i in batch], settings, at)):
+            for i, screened in zip(batch, _screen_batch(model, shape, device, [examples[i] for i in batch], settings, at)):
                 out[i] = screened
     finally:
         for p in frozen:
@@ -60,18 +58,15 @@ def screen_examples(
     return out  # type: ignore[return-value]
 
 
-def _screen_batch(model, modules, device, heads, batch: list[Example], settings: Settings, at: Tensor | None) -> list[Screened]:
+def _screen_batch(model, shape: dict, device, batch: list[Example], settings: Settings, at: Tensor | None) -> list[Screened]:
     rows = RowBatch.of(batch, device)
-    alpha = torch.zeros(len(modules), len(batch), len(heads), dtype=torch.float32, device=device)
+    alpha = torch.zeros(shape["num_layers"], len(batch), shape["num_heads"], dtype=torch.float32, device=device)
     if at is not None:
         alpha += at.to(alpha)[:, None, :]
     alpha.requires_grad_(True)
-    prompt = PromptRows()
-    states = [ActHeads(heads, settings.threshold, settings.beta, settings.reference_drop_first, prompt) for _ in modules]
-    for layer, state in enumerate(states):
-        state.mix = alpha[layer][rows.owner]
-    with calibrating(modules, dict(enumerate(states))), prompt.set(rows.lengths):
-        logits = model(rows.x, use_cache=False, logits_to_keep=rows.keep).logits
+    every = settings.for_heads(range(shape["num_heads"]))
+    calls = {layer: LayerCall(every, mix=alpha[layer][rows.owner]) for layer in range(shape["num_layers"])}
+    logits = model(rows.x, use_cache=False, logits_to_keep=rows.keep, **calibration(rows.lengths, calls)).logits
     objectives, results = [], []
     for e, sums in zip(rows.examples, rows.choice_sums(torch.log_softmax(logits.float(), -1))):
         objectives.append(torch.log_softmax(sums, 0)[e.gold])

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from act_eval import attention
 from act_eval.attention import (
-    ActHeads,
-    PromptRows,
+    ActSettings,
+    LayerCall,
     UnsupportedArchitectureError,
     act_attention_forward,
     attention_modules,
@@ -107,7 +108,7 @@ def test_layers_without_selected_heads_carry_no_state():
     enable_act(model, [[2, 1]], check_model=False)
     modules = attention_modules(model)
     assert [hasattr(m, "act") for m in modules] == [False, False, True]
-    assert modules[2].act.heads == [1]
+    assert modules[2].act.heads == (1,)
 
 
 def test_attention_function_equals_the_rule_applied_by_hand():
@@ -117,10 +118,9 @@ def test_attention_function_equals_the_rule_applied_by_hand():
     q, k, v = torch.randn(b, hq, n, d), torch.randn(b, hkv, n, d), torch.randn(b, hkv, n, d)
     module = nn.Module()
     module.num_key_value_groups = hq // hkv
-    rows = PromptRows()
-    module.act = ActHeads([1, 2], threshold=0.12, beta=0.3, reference_drop_first=False, prompt_rows=rows)
-    with rows.set([6, 9]):
-        out, _ = act_attention_forward(module, q, k, v, None, scaling=d**-0.5)
+    module.layer_idx = 0
+    layers = {0: LayerCall(ActSettings((1, 2), threshold=0.12, beta=0.3))}
+    out, _ = act_attention_forward(module, q, k, v, None, scaling=d**-0.5, act_prompt_lengths=[6, 9], act_layers=layers)
     mask = torch.ones(n, n, dtype=torch.bool).tril()
     for batch, prompt_len in ((0, 6), (1, 9)):
         for head in range(hq):
@@ -136,11 +136,11 @@ def test_attention_function_equals_the_rule_applied_by_hand():
 def test_one_pass_equals_prefill_then_cached_decoding(arch: str):
     """The sink set comes from the prompt and is kept for the continuation."""
     model = tiny_model(arch)
-    ctl = enable_act(model, HEADS, threshold=0.05, check_model=False)
+    enable_act(model, HEADS, threshold=0.05, check_model=False)
     x = ids(batch=1, n=12)
     prompt = 7
-    with torch.no_grad(), ctl.prompt_lengths([prompt]):
-        one_pass = model(x).logits[0]
+    with torch.no_grad():
+        one_pass = model(x, act_prompt_lengths=[prompt]).logits[0]
     with torch.no_grad():
         out = model(x[:, :prompt], use_cache=True)
         steps = [out.logits[0]]
@@ -154,13 +154,13 @@ def test_one_pass_equals_prefill_then_cached_decoding(arch: str):
 
 def test_last_context_prediction_does_not_depend_on_the_continuation():
     model = tiny_model("qwen2")
-    ctl = enable_act(model, HEADS, threshold=0.05, check_model=False)
+    enable_act(model, HEADS, threshold=0.05, check_model=False)
     x = ids(batch=1, n=12)
     other = x.clone()
     other[0, 8:] = torch.randint(3, 100, (4,), generator=torch.Generator().manual_seed(9))
-    with torch.no_grad(), ctl.prompt_lengths([8]):
-        a = model(x).logits[0, 7]
-        b = model(other).logits[0, 7]
+    with torch.no_grad():
+        a = model(x, act_prompt_lengths=[8]).logits[0, 7]
+        b = model(other, act_prompt_lengths=[8]).logits[0, 7]
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
@@ -182,27 +182,23 @@ def test_left_padded_generation_matches_each_row_alone(arch: str):
         assert together[i].tolist() == alone[0, len(r):].tolist()
 
 
-def test_prompt_rows_are_cleared_after_the_call():
-    rows = PromptRows()
-    with rows.set([3]):
-        assert rows.lengths.tolist() == [3]
-    assert rows.lengths is None
-
-
 @pytest.mark.parametrize("arch", SUPPORTED)
 def test_prompt_lengths_travel_as_a_forward_argument(arch: str, monkeypatch):
     """``act_prompt_lengths=`` reaches the attention function in every calibrated layer of every
-    supported architecture (GPT-2 included) and means what the shared PromptRows means."""
+    supported architecture (GPT-2 included) and means what it says: a row's positions before its
+    prompt length decide its sink set, so they score as the prompt alone does."""
     model = tiny_model(arch)
-    ctl = enable_act(model, HEADS, threshold=0.05, check_model=False)
+    enable_act(model, HEADS, threshold=0.05, check_model=False)
     arrived = []
-    lengths = ActHeads.lengths
-    monkeypatch.setattr(ActHeads, "lengths", lambda self, given, device: arrived.append(given) or lengths(self, given, device))
+    lengths = attention.prompt_lengths
+    monkeypatch.setattr(attention, "prompt_lengths", lambda given, device: arrived.append(given) or lengths(given, device))
     x = ids(batch=2, n=12)
     x[1, 8:] = 0  # right padding, no mask: as lm-eval feeds a loglikelihood batch
     with torch.no_grad():
         passed = model(x, act_prompt_lengths=[12, 6]).logits
         assert arrived == [[12, 6]] * 2  # the two layers with selected heads
-        with ctl.prompt_lengths([12, 6]):
-            shared = model(x).logits
-    torch.testing.assert_close(passed, shared, atol=0, rtol=0)
+        whole = model(x).logits  # without lengths every row is prompt, padding included
+        alone = model(x[1:, :6]).logits[0]  # row 1's prompt on its own
+    torch.testing.assert_close(passed[1, :6], alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(passed[0], whole[0], atol=0, rtol=0)
+    assert (passed[1] - whole[1]).abs().max() > 1e-3  # the lengths changed row 1's sink set

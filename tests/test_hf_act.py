@@ -94,13 +94,12 @@ def test_logits_cache_reuse_stays_valid(smol, sst2_requests):
 
 def test_one_pass_equals_prefill_and_cached_decoding(smol):
     model, tok = smol.model, smol.tokenizer
-    ctl = enable_act(model, HEADS, check_model=False)
+    enable_act(model, HEADS, check_model=False)
     context = tok(INSTRUCTION + "Sentence: a gorgeous, witty, seductive movie. \nSentiment:")["input_ids"]
     continuation = tok(" positive and warm", add_special_tokens=False)["input_ids"]
     x = torch.tensor([context + continuation])
     with torch.no_grad():
-        with ctl.prompt_lengths([len(context)]):
-            one_pass = model(x).logits[0, len(context) - 1 :]
+        one_pass = model(x, act_prompt_lengths=[len(context)]).logits[0, len(context) - 1 :]
         out = model(torch.tensor([context]), use_cache=True)
         steps, cache = [out.logits[0, -1:]], out.past_key_values
         for token in continuation:
@@ -113,14 +112,13 @@ def test_one_pass_equals_prefill_and_cached_decoding(smol):
 
 def test_last_context_position_does_not_depend_on_the_continuation(smol):
     model, tok = smol.model, smol.tokenizer
-    ctl = enable_act(model, HEADS, check_model=False)
+    enable_act(model, HEADS, check_model=False)
     context = tok(INSTRUCTION + "Sentence: the plot is a mess. \nSentiment:")["input_ids"]
     rows = [context + tok(w, add_special_tokens=False)["input_ids"] for w in (" negative", " very positive indeed")]
     with torch.no_grad():
         last = []
         for row in rows:
-            with ctl.prompt_lengths([len(context)]):
-                last.append(model(torch.tensor([row])).logits[0, len(context) - 1])
+            last.append(model(torch.tensor([row]), act_prompt_lengths=[len(context)]).logits[0, len(context) - 1])
     disable_act(model)
     # float32 noise from the different sequence lengths is ~3e-5; a continuation-dependent sink set moves logits by >0.1
     torch.testing.assert_close(last[0], last[1], atol=1e-4, rtol=0)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from act_eval import sink_attention
-from act_eval.attention import ActHeads, PromptRows, act_attention_forward, disable_act, eager_attention, enable_act
+from act_eval.attention import ActSettings, LayerCall, SequenceSinks, act_attention_forward, disable_act, eager_attention, enable_act
 from act_eval.calibration import calibrated_output, column_sums, redistribute
 from act_eval.head_map import HeadMapError
 from act_eval.sink_attention import allowed_rows, attention_scores, bias_rows, calibrated_attention, column_statistics
@@ -126,22 +126,30 @@ def test_a_block_holds_its_rows_logits_only_and_skips_keys_no_row_sees(monkeypat
 # the attention function: blockwise == eager
 
 
-def module_with(heads: list[int], kernel: str, groups: int, lengths=None, **state) -> nn.Module:
+def module_with(groups: int) -> nn.Module:
+    """What the attention function reads of a module: its architecture, nothing about calibration."""
     module = nn.Module()
     module.num_key_value_groups = groups
-    rows = PromptRows(None if lengths is None else torch.tensor(lengths))
-    module.act = ActHeads(heads, threshold=0.08, beta=0.3, reference_drop_first=False, prompt_rows=rows, kernel=kernel)
-    for name, value in state.items():
-        setattr(module.act, name, value)
+    module.layer_idx = 0
     return module
 
 
-def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, **state):
+def call_with(heads: list[int], kernel: str, **fields) -> LayerCall:
+    return LayerCall(ActSettings(tuple(heads), threshold=0.08, beta=0.3, kernel=kernel), **fields)
+
+
+def attend(call: LayerCall, q, k, v, mask, softcap=None, lengths=None):
+    """The attention function on tensors, calibrated by ``call`` as a forward call's ``act_layers`` would."""
+    module = module_with(q.shape[1] // k.shape[1])
+    out, _ = act_attention_forward(module, q, k, v, mask, scaling=0.4, softcap=softcap, act_prompt_lengths=lengths, act_layers={0: call})
+    return out
+
+
+def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, **fields):
     outs = {}
     for kernel in ("eager", "blockwise"):
-        module = module_with(heads, kernel, q.shape[1] // k.shape[1], lengths, **state)
-        out, _ = act_attention_forward(module, q, k, v, mask, scaling=0.4, softcap=softcap)
-        outs[kernel] = (out, module)
+        call = call_with(heads, kernel, **fields)
+        outs[kernel] = (attend(call, q, k, v, mask, softcap, lengths), call)
     return outs
 
 
@@ -156,7 +164,7 @@ def test_blockwise_equals_eager(mask_kind: str, kv_heads: int, softcap):
     if mask_kind != "causal":  # a left-pad row sees nothing: eager zeroes it, sdpa does not; neither is ever read
         rows = allowed_rows(MASKS[mask_kind](2, 13), 0, 13, 13, 13, 2, "cpu").any(-1)[:, 0]
     torch.testing.assert_close(blockwise[rows], eager[rows], atol=1e-5, rtol=1e-5)
-    assert torch.equal(bm.act.last_sinks, em.act.last_sinks) and em.act.last_sinks.any()
+    assert torch.equal(bm.sequence.sinks, em.sequence.sinks) and em.sequence.sinks.any()
     assert (eager - plain_attention(q, k, v, MASKS[mask_kind](2, 13), softcap))[rows].abs().max() > 1e-3
 
 
@@ -172,24 +180,26 @@ def test_statistics_stay_float32_under_mixed_precision():
     q, k, v = qkv(heads=4, kv_heads=2, n=12)
     outs = []
     for autocast in (False, True):
-        module = module_with([0, 1, 2, 3], "blockwise", 2)
+        call = call_with([0, 1, 2, 3], "blockwise")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            outs.append(act_attention_forward(module, q, k, v, None, scaling=0.4)[0])
+            outs.append(attend(call, q, k, v, None))
     assert outs[1].dtype == torch.float32
     torch.testing.assert_close(outs[1], outs[0], atol=0, rtol=0)
 
 
 def test_decoding_with_the_stored_sink_set_equals_eager():
-    """A cached decoding step reads the prefill's sink set and only its rows' log-sum-exp."""
+    """A cached decoding step reads the prefill's sink set and only its rows' log-sum-exp; the set
+    is the sequence state enable_act leaves on the module, for calls that pass no calibration."""
     q, k, v = qkv(heads=4, kv_heads=2, n=12)
     got = {}
     for kernel in ("eager", "blockwise"):
-        module = module_with([1, 2], kernel, 2)
+        module = module_with(2)
+        module.act, module.act_sequence = ActSettings((1, 2), threshold=0.08, beta=0.3, kernel=kernel), SequenceSinks()
         act_attention_forward(module, q[:, :, :8], k[:, :, :8], v[:, :, :8], None, scaling=0.4)
         steps = [act_attention_forward(module, q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1], None, scaling=0.4)[0]
                  for t in range(8, 12)]
         got[kernel] = torch.cat(steps, 1)
-        assert module.act.last_sinks.shape[-1] == 8 and module.act.last_sinks.any()
+        assert module.act_sequence.sinks.shape[-1] == 8 and module.act_sequence.sinks.any()
     torch.testing.assert_close(got["blockwise"], got["eager"], atol=1e-5, rtol=1e-5)
 
 
@@ -201,8 +211,7 @@ def test_row_heads_and_mix_mean_the_same_and_carry_the_same_gradients():
     for kernel in ("eager", "blockwise"):
         mix = torch.tensor([[0.0, 0.5, 1.0], [0.3, 0.0, 2.0], [1.0, 1.0, -0.5]], requires_grad=True)
         qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
-        module = module_with([0, 1, 3], kernel, 2, row_heads=row_heads, mix=mix)
-        out, _ = act_attention_forward(module, qq, kk, vv, None, scaling=0.4)
+        out = attend(call_with([0, 1, 3], kernel, row_heads=row_heads, mix=mix), qq, kk, vv, None)
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
         grads = torch.autograd.grad((out * weights).sum(), [mix, qq, kk, vv])
         results[kernel] = (out.detach(), *grads)
@@ -228,10 +237,9 @@ def test_every_supported_architecture_gives_the_eager_numbers(arch: str):
     mask[1, :5] = 0  # left padding
     got = {}
     for kernel in ("eager", "blockwise"):
-        ctl = enable_act(model, HEADS, threshold=0.05, check_model=False, kernel=kernel)
+        enable_act(model, HEADS, threshold=0.05, check_model=False, kernel=kernel)
         with torch.no_grad():
-            with ctl.prompt_lengths([16, 16, 10]):
-                full = torch.log_softmax(model(x, attention_mask=mask).logits, -1)
+            full = torch.log_softmax(model(x, attention_mask=mask, act_prompt_lengths=[16, 16, 10]).logits, -1)
             prefill = model(x[:, :11], attention_mask=mask[:, :11], use_cache=True)
             step = model(x[:, 11:12], attention_mask=mask[:, :12], past_key_values=prefill.past_key_values, use_cache=True)
         got[kernel] = (full, torch.log_softmax(step.logits, -1))
