@@ -4,11 +4,12 @@ The sink analysis needs what the heads really attend to, which sdpa never return
 attention function, registered with transformers' ``AttentionInterface`` like ACT's own,
 computes every head eagerly (:func:`act_eval.attention.eager_attention`), finds the sink sets
 with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies
-:func:`act_eval.calibration.redistribute` to the heads ACT calibrates in that layer (the
-``module.act`` state :func:`act_eval.attention.enable_act` leaves), stores the result in the
-layer's recorder (the forward call's ``act_capture`` argument, one per layer), and returns the
-attention output, so later layers see calibrated inputs when
-calibration is on. Every unmasked row is a prompt row: the whole input is the prompt.
+:func:`act_eval.calibration.redistribute` to the heads ACT calibrates in that layer, stores the
+result in the layer's recorder, and returns the attention output, so later layers see calibrated
+inputs when calibration is on. Everything about the capture arrives as the forward call's
+``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.attention.enable_act`
+left on the module are copied into it), as the head search passes its calibration. Every
+unmasked row is a prompt row: the whole input is the prompt.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class _Recorder:
 
     threshold: float
     reference_drop_first: bool
-    calibrate: bool
+    act: ActSettings | None  # the layer's ACT calibration to apply (None: the plain model)
     keep_probs: bool
     record: LayerAttention | None = field(default=None, repr=False)
 
@@ -102,8 +103,8 @@ def capture_attention_forward(
     probs = eager_attention(query, key[:, kv_heads], allowed, scaling, kwargs.get("softcap"), mask_bias(attention_mask, kv_len))
     visible = allowed & allowed.any(-1, keepdim=True)  # every row that sees anything is a prompt row
     sinks = sink_set(probs, visible, recorder.threshold, recorder.reference_drop_first)
-    act: ActSettings | None = getattr(module, "act", None) if recorder.calibrate else None
-    heads = tuple(act.heads) if act is not None else ()
+    act = recorder.act
+    heads = act.heads if act is not None else ()
     used = probs
     if heads:
         index = act.index(query.device)
@@ -180,7 +181,7 @@ def capture_attention(
     for layer, module in enumerate(modules):
         act: ActSettings | None = getattr(module, "act", None)
         reference = act.reference_drop_first if act is not None else False
-        recorders.append(_Recorder(threshold, reference, calibrate, keep_probs and layer in wanted))
+        recorders.append(_Recorder(threshold, reference, act if calibrate else None, keep_probs and layer in wanted))
     by_layer = {module.layer_idx: recorder for module, recorder in zip(modules, recorders)}
     with _recording(model), torch.no_grad():
         output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1, **{RECORDERS: by_layer})
