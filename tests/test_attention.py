@@ -202,3 +202,78 @@ def test_prompt_lengths_travel_as_a_forward_argument(arch: str, monkeypatch):
     torch.testing.assert_close(passed[1, :6], alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(passed[0], whole[0], atol=0, rtol=0)
     assert (passed[1] - whole[1]).abs().max() > 1e-3  # the lengths changed row 1's sink set
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_layer_calls_travel_as_a_forward_argument_and_override_the_modules(arch: str):
+    """``act_layers=`` calibrates the layers it names, as enable_act's settings do, and only them."""
+    model = tiny_model(arch)
+    x = ids()
+    settings = {0: ActSettings((1,), 0.05, 0.4), 2: ActSettings((0, 3), 0.05, 0.4)}
+    with torch.no_grad():
+        enable_act(model, [[0, 1], [2, 0], [2, 3]], threshold=0.05, beta=0.4, check_model=False)
+        from_modules = model(x).logits
+        enable_act(model, None, check_model=False)
+        passed = model(x, act_layers={layer: LayerCall(s) for layer, s in settings.items()}).logits
+        plain = model(x).logits
+        enable_act(model, [[1, 2]], threshold=0.05, check_model=False)
+        overridden = model(x, act_layers={layer: LayerCall(s) for layer, s in settings.items()}).logits
+        none = model(x, act_layers={}).logits
+    torch.testing.assert_close(passed, from_modules, atol=0, rtol=0)
+    torch.testing.assert_close(overridden, from_modules, atol=0, rtol=0)  # the call's, not the module's
+    torch.testing.assert_close(none, plain, atol=0, rtol=0)  # layers a call leaves out run plain
+    assert (passed - plain).abs().max() > 1e-3
+
+
+def test_concurrent_calls_with_different_row_heads_do_not_leak_into_each_other():
+    """Nothing about a call is stored on the modules: two threads calibrating other heads per row
+    at the same time each get what they get alone."""
+    import threading
+
+    model = tiny_model("llama")
+    enable_act(model, None, check_model=False)
+    x = ids(batch=3, n=14)
+    settings = ActSettings((0, 1, 3), 0.05, 0.4)
+    assignments = [torch.eye(3, dtype=torch.bool), torch.tensor([[False, True, True], [True, False, False], [False, False, True]])]
+
+    def run(row_heads: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x, act_layers={1: LayerCall(settings, row_heads=row_heads)}).logits
+
+    alone = [run(r) for r in assignments]
+    assert (alone[0] - alone[1]).abs().max() > 1e-3  # the assignments differ in effect
+    got: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    start = threading.Barrier(2)
+
+    def worker(i: int) -> None:
+        start.wait()
+        got[i].extend(run(assignments[i]) for _ in range(8))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        for out in got[i]:
+            torch.testing.assert_close(out, alone[i], atol=0, rtol=0)
+    assert all(not hasattr(m, "act") for m in attention_modules(model))
+
+
+def test_a_call_that_brings_its_own_calibration_leaves_a_sequence_being_decoded_alone():
+    """The per-sequence state enable_act keeps for decoding is the module's; a call passing
+    ``act_layers`` (a head search pass between two decoding steps) neither reads nor changes it."""
+    model = tiny_model("qwen2")
+    enable_act(model, HEADS, threshold=0.05, check_model=False)
+    x = ids(batch=1, n=12)
+    other = ids(batch=2, n=9, seed=5)
+    with torch.no_grad():
+        one_pass = model(x, act_prompt_lengths=[7]).logits[0]
+        out = model(x[:, :7], use_cache=True)
+        steps, cache = [out.logits[0]], out.past_key_values
+        for t in range(7, x.shape[1]):
+            model(other, act_layers={2: LayerCall(ActSettings((0, 1, 2, 3), 0.05, 0.4))})  # another batch size, other sinks
+            out = model(x[:, t : t + 1], past_key_values=cache, use_cache=True)
+            steps.append(out.logits[0])
+            cache = out.past_key_values
+    torch.testing.assert_close(torch.cat(steps), one_pass, atol=1e-5, rtol=1e-4)
