@@ -313,7 +313,9 @@ def _blockwise_kernel(
         out = calibrated.transpose(1, 2).to(query.dtype)
         calibrated, plain = calibrated[:, heads], None if plain is None else plain[:, heads]
     else:
-        calibrated, plain = calibrated_attention(chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.beta, plain=blended)
+        calibrated, plain = calibrated_attention(
+            chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.beta, plain=blended
+        )
         if out is None:
             out = torch.empty_like(query.transpose(1, 2))
     if blended:

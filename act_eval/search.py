@@ -51,7 +51,7 @@ class Settings:
         return ActSettings(tuple(heads), self.threshold, self.beta if beta is None else beta, self.reference_drop_first)
 
 
-def calibration(lengths: list[int], layers: dict[int, LayerCall]) -> dict:
+def forward_arguments(lengths: list[int], layers: dict[int, LayerCall]) -> dict:
     """The forward call's arguments that calibrate ``layers`` (the others run plain) with these prompt lengths."""
     return {PROMPT_LENGTHS: lengths, LAYERS: layers}
 
@@ -169,7 +169,7 @@ class HeadSearch:
         lengths = [example.prompt_len] * x.shape[0]
         try:
             with torch.no_grad():
-                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **calibration(lengths, {}))
+                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **forward_arguments(lengths, {}))  # plain
         finally:
             for hook in hooks:
                 hook.remove()
@@ -180,7 +180,7 @@ class HeadSearch:
         every = self.settings.for_heads(range(self.shape["num_heads"]), beta=1.0)
         calls = {layer: LayerCall(every) for layer in range(self.shape["num_layers"])}
         with torch.no_grad():
-            self.model(x, use_cache=False, logits_to_keep=1, **calibration(lengths, calls))
+            self.model(x, use_cache=False, logits_to_keep=1, **forward_arguments(lengths, calls))
         sinks = [call.sequence.sinks for call in calls.values()]
         return _Recorded(example, x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
 
@@ -234,9 +234,11 @@ class HeadSearch:
             below = (hidden,) + tuple(out[1:]) if isinstance(out, tuple) else hidden
         skip = self._skip_below(layer, below) if layer > 0 else contextlib.nullcontext()
         call = LayerCall(self.settings.for_heads(active), sequence, row_heads=row_heads)
-        arguments = calibration([example.prompt_len] * (rows * n), {layer: call})
+        arguments = forward_arguments([example.prompt_len] * (rows * n), {layer: call})
         with torch.no_grad(), skip:
-            out = self.model(x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example), **arguments)
+            out = self.model(
+                x[:, start:], past_key_values=cache, use_cache=cache is not None, logits_to_keep=_kept(example), **arguments
+            )
         log_probs = torch.log_softmax(out.logits.float(), -1)
         return {h: choice_logliks(log_probs[a * rows : (a + 1) * rows], example, width) for a, h in enumerate(active)}
 
@@ -275,7 +277,7 @@ def naive_head_results(
     results = {}
     for head in range(model_shape(model)["num_heads"]) if heads is None else heads:
         with torch.no_grad():
-            logits = model(x, use_cache=False, **calibration(lengths, {layer: LayerCall(settings.for_heads([head]))})).logits
+            logits = model(x, use_cache=False, **forward_arguments(lengths, {layer: LayerCall(settings.for_heads([head]))})).logits
         results[head] = choice_logliks(torch.log_softmax(logits.float(), -1), example, x.shape[1])
     return results
 
@@ -359,7 +361,7 @@ def map_scores(
         batch = RowBatch.of([examples[i] for i in idx], search.device)
         calls = {layer: LayerCall(layer_settings) for layer, layer_settings in layers.items()}
         with torch.no_grad():
-            logits = model(batch.x, use_cache=False, logits_to_keep=batch.keep, **calibration(batch.lengths, calls)).logits
+            logits = model(batch.x, use_cache=False, logits_to_keep=batch.keep, **forward_arguments(batch.lengths, calls)).logits
         for i, e, sums in zip(idx, batch.examples, batch.choice_sums(torch.log_softmax(logits.float(), -1))):
             logliks = sums.double().tolist()
             out[i] = (gold_logprob(logliks, e.gold), is_correct(logliks, e.gold))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from act_eval.attention import LayerCall, model_shape
-from act_eval.search import RowBatch, Settings, calibration, gold_logprob, is_correct, length_batches
+from act_eval.search import RowBatch, Settings, forward_arguments, gold_logprob, is_correct, length_batches
 from act_eval.search_data import Example
 
 
@@ -66,7 +66,7 @@ def _screen_batch(model, shape: dict, device, batch: list[Example], settings: Se
     alpha.requires_grad_(True)
     every = settings.for_heads(range(shape["num_heads"]))
     calls = {layer: LayerCall(every, mix=alpha[layer][rows.owner]) for layer in range(shape["num_layers"])}
-    logits = model(rows.x, use_cache=False, logits_to_keep=rows.keep, **calibration(rows.lengths, calls)).logits
+    logits = model(rows.x, use_cache=False, logits_to_keep=rows.keep, **forward_arguments(rows.lengths, calls)).logits
     objectives, results = [], []
     for e, sums in zip(rows.examples, rows.choice_sums(torch.log_softmax(logits.float(), -1))):
         objectives.append(torch.log_softmax(sums, 0)[e.gold])

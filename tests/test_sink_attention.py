@@ -141,7 +141,9 @@ def call_with(heads: list[int], kernel: str, **fields) -> LayerCall:
 def attend(call: LayerCall, q, k, v, mask, softcap=None, lengths=None):
     """The attention function on tensors, calibrated by ``call`` as a forward call's ``act_layers`` would."""
     module = module_with(q.shape[1] // k.shape[1])
-    out, _ = act_attention_forward(module, q, k, v, mask, scaling=0.4, softcap=softcap, act_prompt_lengths=lengths, act_layers={0: call})
+    out, _ = act_attention_forward(
+        module, q, k, v, mask, scaling=0.4, softcap=softcap, act_prompt_lengths=lengths, act_layers={0: call}
+    )
     return out
 
 
