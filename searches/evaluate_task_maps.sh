@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Evaluate each per-task map of a search on its own lite task with hf-act, and compare it with the
+# board's baseline run of the same model. Usage (from the repository root, venv active):
+#   bash searches/evaluate_task_maps.sh searches/smollm2-135m.classification smollm2-135m \
+#     leaderboard/submissions/smollm2-135m-instruct.baseline.act_suite_lite.96aa53dc runs/s5/task_maps
+# A finished task's run is kept and only compared again. Empty maps are skipped (they compute hf).
+set -euo pipefail
+search=$1 model=$2 baseline=$3 out=$4
+pretrained=$(act-eval models path "$model")
+mkdir -p "$out"
+for map in "$search"/task_maps/*.json; do
+  task=${map##*.act_}; task=act_${task%.json}
+  heads=$(python -c "import json,sys; print(sum(len(v) for v in json.load(open(sys.argv[1]))['heads'].values()))" "$map")
+  [ "$heads" = 0 ] && { echo "$task: empty map, skipped"; continue; }
+  run=$out/$task
+  if ! compgen -G "$run/*/results_*.json" > /dev/null; then
+    lm_eval run --model hf-act --model_args "pretrained=$pretrained,dtype=float32,head_map=$map" \
+      --tasks "${task}_lite" --include_path "$(act-eval tasks path)" --batch_size 8 --log_samples \
+      --output_path "$run" > "$run.log" 2>&1
+  fi
+  act-eval compare "$baseline" "$run" --tasks "${task}_lite" --no-plot | grep "^| ${task}_lite"
+done
