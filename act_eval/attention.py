@@ -1,4 +1,4 @@
-"""ACT as a transformers attention function, registered under one name with its mask.
+"""ACT (and first-token scaling) as a transformers attention function, registered under one name with its mask.
 
 ``act_attention_forward`` has the signature of every function in transformers'
 ``AttentionInterface``: tensors plus the attention module, and the forward call's extra keyword
@@ -9,7 +9,9 @@ and its :class:`SequenceSinks` (the sink set found when a sequence starts, which
 the sequence, decoding with the KV cache, reuse). :func:`enable_act` leaves the settings and a
 sequence state on each module with selected heads (``module.act``, ``module.act_sequence``), for
 the calls lm-eval and ``generate`` make; a call may instead bring its own, one per layer, as
-``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). Layers with nothing
+``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). The settings name the
+rule (:data:`act_eval.calibration.RULES`): ACT's sink calibration, or first-token scaling, which
+both kernels run as a one-column "sink set" (the first real token) with its own reweighting. Layers with nothing
 to calibrate go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
 the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
 block of query rows from their sink columns and the rest (:mod:`act_eval.sink_attention`,
@@ -338,12 +340,8 @@ def _blockwise_kernel(
     everyone = settings.heads == tuple(range(num_heads))  # then the queries need no copy
     chosen_q = query if everyone else query[:, heads]
     chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
-    if sequence.starts_sequence(batch, q_len, kv_len) and settings.first_token:
-        first = first_prompt_key(attention_mask, q_len, kv_len, batch, lengths, device)
-        sinks = sequence.begin(first.expand(batch, len(settings.heads), kv_len), kv_len)
-    elif sequence.starts_sequence(batch, q_len, kv_len):
-        sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
-        sinks = sequence.begin(sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first), kv_len)
+    if sequence.starts_sequence(batch, q_len, kv_len):
+        sinks = sequence.begin(_changed_keys(settings, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths), kv_len)
     else:
         sinks = sequence.advance(q_len, kv_len)
     if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
@@ -367,6 +365,20 @@ def _blockwise_kernel(
     calibrated = calibrated.transpose(1, 2).to(out.dtype)
     # in place unless autograd holds sdpa's output (the screen differentiates through it)
     return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
+
+
+def _changed_keys(
+    settings: ActSettings, query: Tensor, key: Tensor, attention_mask: Tensor | None, scaling: float,
+    softcap: float | None, lengths: Tensor | None,
+) -> Tensor:
+    """:meth:`ActSettings.changed_keys` without the whole matrices (``[B, h, K]``, when a sequence starts):
+    the first real token, or ACT's sink set from the prompt rows' column sums."""
+    batch, heads, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    if settings.first_token:
+        return first_prompt_key(attention_mask, q_len, kv_len, batch, lengths, query.device).expand(batch, heads, kv_len)
+    sums = column_statistics(query, key, attention_mask, scaling, softcap, lengths)
+    return sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first)
 
 
 def mask_bias(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:

@@ -31,12 +31,15 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from act_eval import __version__
 from act_eval.calibration import RULES
 from act_eval.head_map import HeadMap, check_beta, check_factor, check_threshold
 from act_eval.paths import cache_dir
+
+if TYPE_CHECKING:
+    from act_eval.search import Settings
 
 ACT_FIELDS = ("threshold", "beta", "betas", "thresholds")  # the search's settings for each rule
 FIRST_TOKEN_FIELDS = ("factor", "factors")
@@ -94,13 +97,13 @@ class SearchConfig:
         for f in self.factors:
             check_factor(f)
 
-    def searched(self):
+    def searched(self) -> "Settings":
         """The settings the heads are screened, confirmed, kept and combined at."""
         from act_eval.search import Settings
 
         return Settings(self.threshold, self.beta) if self.rule == "act" else Settings(rule=self.rule, factor=self.factor)
 
-    def grid(self) -> list:
+    def grid(self) -> list["Settings"]:
         """The settings the final map is scored at on validation (ACT: threshold-major, as before rules existed)."""
         from act_eval.search import Settings
 
