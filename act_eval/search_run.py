@@ -85,7 +85,8 @@ class SearchConfig:
         defaults = SearchConfig(model="", tasks=[], out="")
         given = [f"--{name}" for name in unused if getattr(self, name) != getattr(defaults, name)]
         if given:
-            raise ValueError(f"{', '.join(given)} do not apply to --rule {self.rule} (ACT: --threshold --beta --thresholds "
+            verb = "does" if len(given) == 1 else "do"
+            raise ValueError(f"{', '.join(given)} {verb} not apply to --rule {self.rule} (ACT: --threshold --beta --thresholds "
                              "--betas; first_token: --factor --factors)")
         check_threshold(self.threshold)
         check_beta(self.beta)

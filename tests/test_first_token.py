@@ -124,9 +124,9 @@ def test_an_act_checkpoint_keeps_its_digest_and_its_stored_evaluations():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(rule="first_token", beta=0.2), "--beta do not apply to --rule first_token"),
+        (dict(rule="first_token", beta=0.2), "--beta does not apply to --rule first_token"),
         (dict(rule="first_token", betas=[0.1], thresholds=[0.2]), "--betas, --thresholds do not apply"),
-        (dict(factors=[0.5]), "--factors do not apply to --rule act"),
+        (dict(factors=[0.5]), "--factors does not apply to --rule act"),
         (dict(rule="first_token", factor=0.0), "act_factor must be a positive number"),
         (dict(rule="first_token", factors=[2.0, -1.0]), "act_factor must be a positive number"),
         (dict(rule="zero"), "--rule must be one of act, first_token"),
