@@ -1,4 +1,4 @@
-"""ACT as a transformers attention function, registered under one name with its mask.
+"""ACT (and first-token scaling) as a transformers attention function, registered under one name with its mask.
 
 ``act_attention_forward`` has the signature of every function in transformers'
 ``AttentionInterface``: tensors plus the attention module, and the forward call's extra keyword
@@ -9,7 +9,9 @@ and its :class:`SequenceSinks` (the sink set found when a sequence starts, which
 the sequence, decoding with the KV cache, reuse). :func:`enable_act` leaves the settings and a
 sequence state on each module with selected heads (``module.act``, ``module.act_sequence``), for
 the calls lm-eval and ``generate`` make; a call may instead bring its own, one per layer, as
-``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). Layers with nothing
+``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). The settings name the
+rule (:data:`act_eval.calibration.RULES`): ACT's sink calibration, or first-token scaling, which
+both kernels run as a one-column "sink set" (the first real token) with its own reweighting. Layers with nothing
 to calibrate go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
 the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
 block of query rows from their sink columns and the rest (:mod:`act_eval.sink_attention`,
@@ -34,14 +36,25 @@ from transformers import AttentionInterface, PretrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from act_eval.calibration import redistribute, sink_set, sinks_from_sums
-from act_eval.head_map import HeadMap, check_beta, check_threshold, resolve_head_map
+from act_eval.calibration import (
+    RULES,
+    calibrated_output,
+    first_token,
+    first_token_output,
+    redistribute,
+    scale_first_token,
+    sink_set,
+    sinks_from_sums,
+)
+from act_eval.head_map import HeadMap, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
 from act_eval.sink_attention import (
     allowed_rows,
     attention_scores,
     bias_rows,
     calibrated_attention,
     column_statistics,
+    first_prompt_key,
+    plain_output,
     prompt_rows,
 )
 
@@ -64,21 +77,51 @@ class UnsupportedArchitectureError(ValueError):
 
 @dataclass(frozen=True)
 class ActSettings:
-    """How one layer is calibrated: its selected query heads, the rule's parameters, the kernel.
+    """How one layer is calibrated: its selected query heads, the rule and its parameters, the kernel.
 
-    Fixed while calibration is on; nothing about a call or a sequence lives here."""
+    ``rule`` is one of :data:`act_eval.calibration.RULES`: ``"act"`` (``threshold``, ``beta``,
+    ``reference_drop_first``) or ``"first_token"`` (``factor``; the others unused). Fixed while
+    calibration is on; nothing about a call or a sequence lives here."""
 
     heads: tuple[int, ...]
     threshold: float
     beta: float
     reference_drop_first: bool = False
     kernel: str = KERNELS[0]
+    rule: str = RULES[0]
+    factor: float = 1.0
     # the heads as a tensor per device: a cache of ``heads``, not state
     _index: dict[torch.device, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", tuple(self.heads))
         check_kernel(self.kernel)
+        if self.rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
+
+    @property
+    def first_token(self) -> bool:
+        """Whether the rule is first-token scaling (else ACT)."""
+        return self.rule == "first_token"
+
+    def changed_keys(self, probs: Tensor, visible: Tensor) -> Tensor:
+        """Boolean ``[B, h, K]``: the columns the rule changes, from a sequence's whole probability matrices
+        (the eager way): ACT's sink set, or the first real token."""
+        if self.first_token:
+            return first_token(visible.any(-2)).expand(probs.shape[:-2] + probs.shape[-1:])
+        return sink_set(probs, visible, self.threshold, self.reference_drop_first)
+
+    def reweight(self, probs: Tensor, keys: Tensor) -> Tensor:
+        """The rule on whole probability matrices (the eager reference)."""
+        if self.first_token:
+            return scale_first_token(probs, keys, self.factor)
+        return redistribute(probs, keys, self.beta)
+
+    def output(self, other_out: Tensor, other_mass: Tensor, sink_out: Tensor, sink_mass: Tensor) -> Tensor:
+        """The rule's output from a row's parts (the blockwise kernel's :data:`~act_eval.sink_attention.RowOutput`)."""
+        if self.first_token:
+            return first_token_output(other_out, other_mass, sink_out, sink_mass, self.factor)
+        return calibrated_output(other_out, other_mass, sink_out, sink_mass, self.beta)
 
     def index(self, device: torch.device) -> Tensor:
         """The selected query-head indices on ``device`` (cached per device)."""
@@ -263,10 +306,10 @@ def _eager_kernel(
     if sequence.starts_sequence(batch, q_len, kv_len):
         positions = torch.arange(kv_len - q_len, kv_len, device=query.device)
         visible = allowed & prompt_rows(allowed, positions, lengths).unsqueeze(-1)
-        sinks = sequence.begin(sink_set(chosen, visible, settings.threshold, settings.reference_drop_first), kv_len)
+        sinks = sequence.begin(settings.changed_keys(chosen, visible), kv_len)
     else:
         sinks = sequence.advance(q_len, kv_len)
-    calibrated = call.blend(chosen, redistribute(chosen, sinks, settings.beta))
+    calibrated = call.blend(chosen, settings.reweight(chosen, sinks))
     # out of place, so that the screen's gradients can flow through probs
     probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
     heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
@@ -290,7 +333,7 @@ def _blockwise_kernel(
     device = query.device
     kv_every = torch.div(torch.arange(num_heads, device=device), groups, rounding_mode="floor")
     if call is None:  # a softcapped layer with nothing to calibrate
-        every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, 1.0)
+        every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, plain_output)
         return every.transpose(1, 2).to(query.dtype)
     settings, sequence = call.settings, call.sequence
     heads = settings.index(device)
@@ -298,8 +341,7 @@ def _blockwise_kernel(
     chosen_q = query if everyone else query[:, heads]
     chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
     if sequence.starts_sequence(batch, q_len, kv_len):
-        sums = column_statistics(chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
-        sinks = sequence.begin(sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first), kv_len)
+        sinks = sequence.begin(_changed_keys(settings, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths), kv_len)
     else:
         sinks = sequence.advance(q_len, kv_len)
     if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
@@ -308,13 +350,13 @@ def _blockwise_kernel(
     if softcap is not None:  # every head in one pass; the others have no sinks, so they come out plain
         every_sinks = torch.zeros(batch, num_heads, kv_len, dtype=torch.bool, device=device).index_copy(1, heads, sinks)
         calibrated, plain = calibrated_attention(
-            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, settings.beta, plain=blended
+            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, settings.output, plain=blended
         )
         out = calibrated.transpose(1, 2).to(query.dtype)
         calibrated, plain = calibrated[:, heads], None if plain is None else plain[:, heads]
     else:
         calibrated, plain = calibrated_attention(
-            chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.beta, plain=blended
+            chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.output, plain=blended
         )
         if out is None:
             out = torch.empty_like(query.transpose(1, 2))
@@ -323,6 +365,20 @@ def _blockwise_kernel(
     calibrated = calibrated.transpose(1, 2).to(out.dtype)
     # in place unless autograd holds sdpa's output (the screen differentiates through it)
     return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
+
+
+def _changed_keys(
+    settings: ActSettings, query: Tensor, key: Tensor, attention_mask: Tensor | None, scaling: float,
+    softcap: float | None, lengths: Tensor | None,
+) -> Tensor:
+    """:meth:`ActSettings.changed_keys` without the whole matrices (``[B, h, K]``, when a sequence starts):
+    the first real token, or ACT's sink set from the prompt rows' column sums."""
+    batch, heads, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    if settings.first_token:
+        return first_prompt_key(attention_mask, q_len, kv_len, batch, lengths, query.device).expand(batch, heads, kv_len)
+    sums = column_statistics(query, key, attention_mask, scaling, softcap, lengths)
+    return sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first)
 
 
 def mask_bias(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:
@@ -382,6 +438,11 @@ class ActController:
     beta: float
     previous_attention: str
     kernel: str = KERNELS[0]
+    factor: float | None = None  # first_token maps: the factor in force
+
+    @property
+    def rule(self) -> str:
+        return self.head_map.rule
 
 
 def enable_act(
@@ -394,22 +455,27 @@ def enable_act(
     model_id: str | None = None,
     check_model: bool = True,
     kernel: str = KERNELS[0],
+    factor: float | None = None,
 ) -> ActController:
-    """Turn ACT on for a loaded transformers model; :func:`disable_act` turns it off.
+    """Turn calibration on for a loaded transformers model; :func:`disable_act` turns it off.
 
     ``head_map`` is a :class:`HeadMap`, a published map's name or a file path, or inline heads
-    (``{"layer": [heads]}`` or ``[[layer, head], ...]``). ``threshold``/``beta`` override the
-    map's. The map must fit the model (architecture, layer and head counts; the model id too
-    unless ``check_model=False``). ``kernel`` is ``"blockwise"`` (block by block from the sink
-    columns, O(N) memory) or ``"eager"`` (the float32 reference); same numbers.
+    (``{"layer": [heads]}`` or ``[[layer, head], ...]``). Its rule decides what the heads get:
+    ACT (``threshold``/``beta`` override the map's) or first-token scaling (``factor`` overrides
+    the map's; a setting of the other rule is refused). The map must fit the model (architecture,
+    layer and head counts; the model id too unless ``check_model=False``). ``kernel`` is
+    ``"blockwise"`` (block by block from the changed columns, O(N) memory) or ``"eager"`` (the
+    float32 reference); same numbers.
     """
     check_kernel(kernel)
     disable_act(model)
     shape = model_shape(model)
     model_id = model_id or getattr(model.config, "_name_or_path", "") or ""
     head_map = resolve_head_map(head_map, model_id=model_id, check_model=check_model, **shape)
+    check_overrides(head_map, threshold, beta, factor, reference_drop_first)
     threshold = head_map.threshold if threshold is None else check_threshold(threshold)
     beta = head_map.beta if beta is None else check_beta(beta)
+    factor = head_map.factor if factor is None else check_factor(factor)
 
     modules = attention_modules(model)
     if len(modules) != shape["num_layers"]:
@@ -429,9 +495,9 @@ def enable_act(
     for layer, module in enumerate(modules):
         heads = sorted(head_map.heads.get(layer, ()))
         if heads:
-            module.act = ActSettings(tuple(heads), threshold, beta, reference_drop_first, kernel)
+            module.act = ActSettings(tuple(heads), threshold, beta, reference_drop_first, kernel, head_map.rule, factor or 1.0)
             module.act_sequence = SequenceSinks()  # for calls that bring none (lm-eval's, generate's)
-    controller = ActController(model, head_map, threshold, beta, previous, kernel)
+    controller = ActController(model, head_map, threshold, beta, previous, kernel, factor)
     model._act_controller = controller
     _probe(model, shape["num_layers"], shape["num_heads"])
     return controller

@@ -1,9 +1,16 @@
-"""The ACT calibration rule (``../shared/notes/act-spec.md``) as pure functions on tensors.
+"""The calibration rules as pure functions on tensors: ACT (``../shared/notes/act-spec.md``) and
+first-token scaling (ZeroTuning's idea, Han et al., 2025).
 
 Everything here takes post-softmax attention probabilities of the selected heads and says
-nothing about models, modules or caches, so tests can check the rule on hand-made tensors.
-This module is the one place that computes the sink set; the attention function, the head
-search and the sink analysis all call it.
+nothing about models, modules or caches, so tests can check the rules on hand-made tensors.
+This module is the one place that computes the sink set and the first token; the attention
+function, the head search and the sink analysis all call it.
+
+A rule changes a head's probabilities on a set of key columns and renormalises the rest: ACT
+scales its sink set ``S`` by ``beta`` and gives the freed mass to the other keys
+(:func:`redistribute`); first-token scaling multiplies the first real token's column by
+``factor`` and renormalises the row (:func:`scale_first_token`), which is adding ``log(factor)``
+to that column's logits.
 
 Shapes: ``probs`` is ``[..., Q, K]`` (queries by keys); ``visible`` is a boolean tensor
 broadcastable to it that is True where query row ``i`` is a *prompt* row and can see key
@@ -17,6 +24,7 @@ from torch import Tensor
 
 DEFAULT_THRESHOLD = 0.1
 DEFAULT_BETA = 0.4
+RULES = ("act", "first_token")  # what a selected head gets; the first is the default
 
 
 def _at_least_fp32(probs: Tensor) -> Tensor:
@@ -53,6 +61,16 @@ def _first_true(flags: Tensor) -> Tensor:
     return flags & (flags.to(torch.int32).cumsum(-1) == 1)
 
 
+def first_token(seen: Tensor) -> Tensor:
+    """Boolean ``[..., K]``: the sequence's first real token, from which keys any prompt row sees.
+
+    ``seen`` is ``[..., K]`` (True where some prompt row can see the key): the first real token is
+    the first such key, position 0 after any left padding. ACT never makes it a sink; first-token
+    scaling changes it alone.
+    """
+    return _first_true(seen)
+
+
 def sink_set(
     probs: Tensor,
     visible: Tensor,
@@ -79,7 +97,7 @@ def sinks_from_sums(
     if reference_drop_first:
         keep_out = _first_true(detected)
     else:
-        keep_out = _first_true((count > 0).expand(detected.shape))
+        keep_out = first_token((count > 0).expand(detected.shape))
     return detected & ~keep_out
 
 
@@ -117,6 +135,31 @@ def calibrated_output(
     boost = torch.where(ok, 1.0 + (1.0 - beta) * sink_mass / torch.where(ok, other_mass, 1.0), 1.0)
     sink_scale = torch.where(ok, beta, 1.0).to(boost.dtype)
     return other_out * boost.unsqueeze(-1) + sink_out * sink_scale.unsqueeze(-1)
+
+
+def scale_first_token(probs: Tensor, first: Tensor, factor: float) -> Tensor:
+    """Multiply the first token's column by ``factor`` and renormalise each row (the eager reference).
+
+    ``first`` is ``[..., K]`` (:func:`first_token`) and applies to every row. With ``m_i = P_i0``:
+    ``P'_i0 = factor m_i / (1 + (factor - 1) m_i)`` and ``P'_ij = P_ij / (1 + (factor - 1) m_i)``,
+    i.e. the softmax with ``log(factor)`` added to column 0's logits. ``factor = 1`` divides by
+    exactly 1; a row that cannot see the first token (``m_i = 0``) is unchanged.
+    """
+    probs = _at_least_fp32(probs)
+    is_first = first.unsqueeze(-2)
+    mass = torch.where(is_first, probs, 0.0).sum(-1, keepdim=True)
+    return torch.where(is_first, probs * factor, probs) / (1.0 + (factor - 1.0) * mass)
+
+
+def first_token_output(other_out: Tensor, other_mass: Tensor, first_out: Tensor, first_mass: Tensor, factor: float) -> Tensor:
+    """:func:`scale_first_token`'s output ``P' @ V`` from a row's two parts, never the whole matrix.
+
+    The parts are :func:`calibrated_output`'s, with the first token as the only "sink":
+    ``(N_i + factor C_i) / (1 + (factor - 1) m_i)``. ``other_mass`` is not needed (the row's
+    mass is 1 by the softmax); it is taken so that both rules' outputs have one signature.
+    """
+    scale = 1.0 / (1.0 + (factor - 1.0) * first_mass)
+    return (other_out + first_out * factor) * scale.unsqueeze(-1)
 
 
 def calibrate(

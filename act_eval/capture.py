@@ -3,8 +3,8 @@
 The sink analysis needs what the heads really attend to, which sdpa never returns. A recording
 attention function, registered with transformers' ``AttentionInterface`` like ACT's own,
 computes every head eagerly (:func:`act_eval.attention.eager_attention`), finds the sink sets
-with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies
-:func:`act_eval.calibration.redistribute` to the heads ACT calibrates in that layer, stores the
+with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies the
+map's rule (:meth:`act_eval.attention.ActSettings.reweight`) to the heads it calibrates in that layer, stores the
 result in the layer's recorder, and returns the attention output, so later layers see calibrated
 inputs when calibration is on. Everything about the capture arrives as the forward call's
 ``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.attention.enable_act`
@@ -31,7 +31,7 @@ from act_eval.attention import (
     attention_modules,
     eager_attention,
 )
-from act_eval.calibration import DEFAULT_THRESHOLD, redistribute, sink_scores, sink_set
+from act_eval.calibration import DEFAULT_THRESHOLD, sink_scores, sink_set
 
 CAPTURE_ATTENTION = "act_capture"
 RECORDERS = "act_capture"  # the forward call's keyword argument: {layer index: recorder}
@@ -109,7 +109,9 @@ def capture_attention_forward(
     if heads:
         index = act.index(query.device)
         used = probs.clone()
-        used[:, index] = redistribute(probs[:, index], sinks[:, index], act.beta)
+        # ACT calibrates the sinks shown (this capture's threshold); first-token scaling, the first token
+        keys = act.changed_keys(probs[:, index], visible) if act.first_token else sinks[:, index]
+        used[:, index] = act.reweight(probs[:, index], keys)
     recorder.record = LayerAttention(
         layer=module.layer_idx,
         scores=sink_scores(probs, visible),

@@ -1,4 +1,4 @@
-"""Head maps: which query heads ACT calibrates, in a documented, versioned JSON format.
+"""Head maps: which query heads are calibrated, and by which rule, in a documented, versioned JSON format.
 
 This module is the one place that reads, validates, hashes and writes head maps. The format
 (``head_maps/README.md`` documents every field)::
@@ -8,6 +8,12 @@ This module is the one place that reads, validates, hashes and writes head maps.
      "task_family": ..., "threshold": 0.1, "beta": 0.4,
      "heads": {"<layer>": [<query head>, ...], ...},   # 0-based, empty layers omitted
      "provenance": {...}, "content_hash": "sha256:<hex of the canonical JSON without this key>"}
+
+That is an ACT map. A first-token map (``rule = "first_token"``: the first real token's
+attention times ``factor`` in the listed heads) is format version 2, with ``"rule":
+"first_token", "factor": g`` in place of ``threshold`` and ``beta``: a reader of version 1 refuses
+it rather than calibrating its heads by ACT. ACT maps are still written as version 1, field for
+field, so every existing file and content hash stays as it was.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD
+from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
 from act_eval.paths import resource_dir
 from act_eval.suggest import did_you_mean
 
 FORMAT = "act-eval-head-map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # ACT maps
+FIRST_TOKEN_VERSION = 2  # maps with a rule other than ACT's (the newest version this module reads)
 _REQUIRED = ("model", "architecture", "num_layers", "num_heads", "num_kv_heads", "heads")
 
 
@@ -45,6 +52,19 @@ def check_beta(value: Any) -> float:
     value = _number("beta", value)
     if not 0.0 <= value <= 1.0:
         raise HeadMapError(f"act_beta must lie in [0, 1], got {value}")
+    return value
+
+
+def check_factor(value: Any) -> float:
+    value = _number("factor", value)
+    if not 0.0 < value < math.inf:
+        raise HeadMapError(f"act_factor must be a positive number (the first token's attention is multiplied by it), got {value}")
+    return value
+
+
+def check_rule(value: Any) -> str:
+    if value not in RULES:
+        raise HeadMapError(f"rule must be one of {', '.join(RULES)}, got {value!r}")
     return value
 
 
@@ -72,6 +92,8 @@ class HeadMap:
     task_family: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     source: str = ""  # where it was read from (not part of the content)
+    rule: str = RULES[0]  # "act", or "first_token" (then ``factor``, and threshold and beta unused)
+    factor: float | None = None  # first_token: what the first token's attention is multiplied by
 
     def __post_init__(self) -> None:
         for key in ("num_layers", "num_heads", "num_kv_heads"):
@@ -84,6 +106,15 @@ class HeadMap:
             )
         check_threshold(self.threshold)
         check_beta(self.beta)
+        check_rule(self.rule)
+        if self.rule == "act" and self.factor is not None:
+            raise HeadMapError(f"{self._where}factor is first-token scaling's parameter; an ACT map has threshold and beta")
+        if self.rule == "first_token":
+            if self.factor is None:
+                raise HeadMapError(f"{self._where}a first_token map needs a factor")
+            object.__setattr__(self, "factor", check_factor(self.factor))
+            if (self.threshold, self.beta) != (DEFAULT_THRESHOLD, DEFAULT_BETA):
+                raise HeadMapError(f"{self._where}threshold and beta are ACT's parameters; a first_token map has only a factor")
         for layer, heads in self.heads.items():
             if not 0 <= layer < self.num_layers:
                 raise HeadMapError(
@@ -107,10 +138,11 @@ class HeadMap:
         return sum(len(h) for h in self.heads.values())
 
     def content(self) -> dict[str, Any]:
-        """The JSON content, without the hash, in canonical order."""
+        """The JSON content, without the hash, in canonical order (an ACT map's exactly as before rules existed)."""
+        act = self.rule == "act"
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if act else FIRST_TOKEN_VERSION,
             "name": self.name,
             "model": self.model,
             "architecture": self.architecture,
@@ -118,11 +150,20 @@ class HeadMap:
             "num_heads": self.num_heads,
             "num_kv_heads": self.num_kv_heads,
             "task_family": self.task_family,
-            "threshold": self.threshold,
-            "beta": self.beta,
+            **self.rule_settings(),
             "heads": {str(layer): sorted(self.heads[layer]) for layer in sorted(self.heads) if self.heads[layer]},
             "provenance": self.provenance,
         }
+
+    def rule_settings(self) -> dict[str, Any]:
+        """The rule's parameters as the map records them: threshold and beta (ACT), or the rule and its factor."""
+        if self.rule == "act":
+            return {"threshold": self.threshold, "beta": self.beta}
+        return {"rule": self.rule, "factor": self.factor}
+
+    def settings_text(self) -> str:
+        """The rule's parameters in a few characters, for listings."""
+        return f"t={self.threshold:g} b={self.beta:g}" if self.rule == "act" else f"first_token g={self.factor:g}"
 
     @property
     def content_hash(self) -> str:
@@ -140,7 +181,7 @@ class HeadMap:
         return (
             f"{self.name or self.source:48s} {self.model:40s} {self.task_family:16s} "
             f"{self.num_calibrated:4d}/{self.num_layers * self.num_heads} heads  "
-            f"t={self.threshold:g} b={self.beta:g}  {self.content_hash[:19]}"
+            f"{self.settings_text()}  {self.content_hash[:19]}"
         )
 
     def describe(self) -> str:
@@ -148,7 +189,8 @@ class HeadMap:
             f"name:          {self.name}",
             f"model:         {self.model} ({self.architecture}, {self.num_layers} layers x {self.num_heads} heads, {self.num_kv_heads} KV heads)",
             f"task family:   {self.task_family}",
-            f"threshold:     {self.threshold:g}    beta: {self.beta:g}",
+            f"threshold:     {self.threshold:g}    beta: {self.beta:g}" if self.rule == "act" else
+            f"rule:          first_token (the first token's attention times {self.factor:g}, rows renormalised)",
             f"heads:         {self.num_calibrated} of {self.num_layers * self.num_heads}",
             f"content hash:  {self.content_hash}",
         ]
@@ -235,8 +277,12 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> HeadMap:
     where = f"head map {source}: " if source else "head map: "
     if data.get("format") != FORMAT:
         raise HeadMapError(f"{where}not an act-eval head map (format is {data.get('format')!r}, expected {FORMAT!r})")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise HeadMapError(f"{where}unsupported format_version {data.get('format_version')!r} (this act-eval reads {FORMAT_VERSION})")
+    version = data.get("format_version")
+    if version not in (FORMAT_VERSION, FIRST_TOKEN_VERSION):
+        raise HeadMapError(
+            f"{where}unsupported format_version {version!r} (this act-eval reads {FORMAT_VERSION} and {FIRST_TOKEN_VERSION})"
+        )
+    rule = _rule_of(data, version, where)
     missing = [key for key in _REQUIRED if key not in data]
     if missing:
         raise HeadMapError(f"{where}missing field(s): {', '.join(missing)}")
@@ -253,6 +299,8 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> HeadMap:
         task_family=str(data.get("task_family", "")),
         provenance=dict(data.get("provenance") or {}),
         source=source,
+        rule=rule,
+        factor=data.get("factor"),
     )
     stored = data.get("content_hash")
     if stored is not None and stored != hm.content_hash:
@@ -260,6 +308,41 @@ def from_dict(data: Mapping[str, Any], source: str = "") -> HeadMap:
             f"{where}content_hash {stored} does not match the content ({hm.content_hash}): the file was edited after it was hashed"
         )
     return hm
+
+
+def _rule_of(data: Mapping[str, Any], version: int, where: str) -> str:
+    """The map's rule: version 1 is ACT's format (no rule field); version 2 names another rule and its factor alone."""
+    if version == FORMAT_VERSION:
+        if "rule" in data or "factor" in data:
+            raise HeadMapError(f"{where}rule and factor need format_version {FIRST_TOKEN_VERSION}; version {FORMAT_VERSION} is ACT's")
+        return "act"
+    rule = data.get("rule")
+    if rule == "act" or rule not in RULES:
+        raise HeadMapError(
+            f"{where}format_version {FIRST_TOKEN_VERSION} needs rule 'first_token' (got {rule!r}; ACT maps are version {FORMAT_VERSION})"
+        )
+    extra = [key for key in ("threshold", "beta") if key in data]
+    if extra:
+        raise HeadMapError(f"{where}a {rule} map has no {' or '.join(extra)} (ACT's parameters); it has a factor")
+    if "factor" not in data:
+        raise HeadMapError(f"{where}missing field(s): factor")
+    check_factor(data["factor"])
+    return rule
+
+
+def check_overrides(hm: HeadMap, threshold: Any = None, beta: Any = None, factor: Any = None, reference_sinks: bool = False) -> None:
+    """Refuse a setting the map's rule has no use for (``act_threshold`` for a first-token map, ...)."""
+    where = hm._where
+    if hm.rule == "act" and factor is not None:
+        raise HeadMapError(f"{where}act_factor applies to first_token maps; this is an ACT map (threshold and beta)")
+    if hm.rule == "first_token":
+        acts = (("threshold", threshold), ("beta", beta), ("reference_sinks", reference_sinks or None))
+        given = [f"act_{name}" for name, value in acts if value is not None]
+        if given:
+            raise HeadMapError(
+                f"{where}{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to ACT maps; this map scales the "
+                f"first token's attention (rule first_token, factor {hm.factor:g}: set act_factor instead)"
+            )
 
 
 def published_dir() -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 from lm_eval.api.registry import register_model
 
 from act_eval.attention import KERNELS, PROMPT_LENGTHS, ActController, config_shape, enable_act
-from act_eval.head_map import HeadMapError, check_beta, check_threshold, resolve_head_map
+from act_eval.head_map import HeadMapError, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
 from act_eval.hf_fast import HFFastLM
 from act_eval.models import model_identity, resolve_pretrained
 
@@ -46,10 +46,14 @@ def config_without_weights(pretrained: str, kwargs: dict[str, Any]):
 def _announce(config: dict[str, Any]) -> None:
     """One line saying what is calibrated; a warning when nothing is (the run then equals ``hf``)."""
     layers = ", ".join(f"{layer}:{heads}" for layer, heads in config["heads"].items())
+    if config["rule"] == "act":
+        rule = f"rule act, threshold {config['threshold']:g}, beta {config['beta']:g}"
+        rule += ", reference sink rule" if config["reference_sinks"] else ""
+    else:
+        rule = f"rule first_token, factor {config['factor']:g}"
     log.info(
-        "hf-act: head map %s (%s), %d heads [%s], threshold %g, beta %g%s",
-        config["head_map"], config["head_map_hash"][:19], config["num_calibrated_heads"], layers or "none",
-        config["threshold"], config["beta"], ", reference sink rule" if config["reference_sinks"] else "",
+        "hf-act: head map %s (%s), %d heads [%s], %s",
+        config["head_map"], config["head_map_hash"][:19], config["num_calibrated_heads"], layers or "none", rule,
     )
     if not config["num_calibrated_heads"]:
         log.warning("hf-act: head map %s selects no head: this run computes exactly what `hf` computes", config["head_map"])
@@ -59,11 +63,12 @@ def _announce(config: dict[str, Any]) -> None:
 class HFActLM(HFFastLM):
     """``hf-fast`` with ACT.
 
-    Model args beyond ``hf``'s: ``head_map`` (published name or JSON path), ``act_heads``
-    (inline ``[[layer, head], ...]``), ``act_threshold``, ``act_beta``,
-    ``act_reference_sinks`` (reproduce the authors' "drop the first detected sink"),
-    ``act_check_model`` (refuse a map made for another model; default true), and ``act_kernel``
-    (``blockwise``, the default, or ``eager``, the float32 reference: same numbers).
+    Model args beyond ``hf``'s: ``head_map`` (published name or JSON path; an ACT map or a
+    first-token map), ``act_heads`` (inline ``[[layer, head], ...]``, ACT), ``act_threshold``,
+    ``act_beta`` (ACT maps), ``act_factor`` (first-token maps), ``act_reference_sinks``
+    (reproduce the authors' "drop the first detected sink"), ``act_check_model`` (refuse a map
+    made for another model; default true), and ``act_kernel`` (``blockwise``, the default, or
+    ``eager``, the float32 reference: same numbers).
     """
 
     PROMPT_SENSITIVE = True
@@ -75,6 +80,7 @@ class HFActLM(HFFastLM):
         act_heads: str | list | dict | None = None,
         act_threshold: float | None = None,
         act_beta: float | None = None,
+        act_factor: float | None = None,
         act_reference_sinks: bool | str = False,
         act_check_model: bool | str = True,
         act_kernel: str = KERNELS[0],
@@ -91,6 +97,7 @@ class HFActLM(HFFastLM):
         # validate cheap arguments before spending time on loading the model
         threshold = None if act_threshold is None else check_threshold(act_threshold)
         beta = None if act_beta is None else check_beta(act_beta)
+        factor = None if act_factor is None else check_factor(act_factor)
         reference = _as_bool("act_reference_sinks", act_reference_sinks)
         check_model = _as_bool("act_check_model", act_check_model)
         if act_kernel not in KERNELS:
@@ -109,6 +116,7 @@ class HFActLM(HFFastLM):
         calibration = resolve_head_map(
             head_map if head_map is not None else act_heads, model_id=identity, check_model=check_model, **config_shape(config)
         )
+        check_overrides(calibration, threshold, beta, factor, reference)
 
         super().__init__(pretrained=pretrained, **kwargs)
 
@@ -121,22 +129,27 @@ class HFActLM(HFFastLM):
             model_id=identity,
             check_model=check_model,
             kernel=act_kernel,
+            factor=factor,
         )
         self._reference_sinks = reference
         _announce(self.act_config)
 
     @property
     def act_config(self) -> dict[str, Any]:
-        """The calibration in force, with the head map's content hash that results should cite."""
+        """The calibration in force, with the head map's content hash that results should cite: the rule,
+        and its parameters (ACT: threshold, beta, reference_sinks; first_token: factor)."""
         hm = self.act.head_map
+        if self.act.rule == "act":
+            settings = {"threshold": self.act.threshold, "beta": self.act.beta, "reference_sinks": self._reference_sinks}
+        else:
+            settings = {"factor": self.act.factor}
         return {
             "head_map": hm.name or hm.source or "inline",
             "head_map_hash": hm.content_hash,
             "heads": {str(layer): list(heads) for layer, heads in sorted(hm.heads.items()) if heads},
             "num_calibrated_heads": hm.num_calibrated,
-            "threshold": self.act.threshold,
-            "beta": self.act.beta,
-            "reference_sinks": self._reference_sinks,
+            "rule": self.act.rule,
+            **settings,
         }
 
     def get_model_info(self) -> dict[str, Any]:

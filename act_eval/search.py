@@ -8,8 +8,9 @@ The naive procedure runs the whole model once per head per example. This one get
 numbers with far less work, using only what calibration provably leaves alone:
 
 * one plain pass per example records every decoder layer's output and every layer's keys and
-  values; one pass with every head "calibrated" at beta = 1 (which changes nothing) records the
-  sink set of every head;
+  values; one pass with every head "calibrated" at the rule's identity (beta = 1, or a factor
+  of 1: it changes nothing) records the sink set of every head (the first token, for first-token
+  scaling);
 * a head whose sink set is empty for an example cannot change it: no forward pass at all;
 * the other heads of a layer run batched, one head per copy of the rows (``LayerCall.row_heads``),
   starting at that layer from the recorded hidden states (the layers below are unchanged);
@@ -31,24 +32,52 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from act_eval.attention import LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
+from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
 from act_eval.search_data import Example
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    threshold: float = 0.1
-    beta: float = 0.4
-    reference_drop_first: bool = False
+    """The rule a search calibrates heads with, and its parameters: ACT's threshold and beta, or
+    first-token scaling's factor (then threshold and beta are unused)."""
 
-    def for_heads(self, heads: Sequence[int], beta: float | None = None) -> ActSettings:
-        """A layer's calibration of ``heads`` under these settings (``beta`` overrides theirs)."""
-        return ActSettings(tuple(heads), self.threshold, self.beta if beta is None else beta, self.reference_drop_first)
+    threshold: float = DEFAULT_THRESHOLD
+    beta: float = DEFAULT_BETA
+    reference_drop_first: bool = False
+    rule: str = RULES[0]
+    factor: float = 1.0
+
+    def for_heads(self, heads: Sequence[int]) -> ActSettings:
+        """A layer's calibration of ``heads`` under these settings."""
+        return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, rule=self.rule, factor=self.factor)
+
+    def neutral(self) -> "Settings":
+        """The same rule at its identity (beta 1, factor 1): it changes nothing, and still records
+        which keys the rule changes (the sink sets, the first token)."""
+        return replace(self, beta=1.0) if self.rule == "act" else replace(self, factor=1.0)
+
+    def recorded(self) -> dict[str, Any]:
+        """The parameters as a map and its provenance record them: ACT's threshold and beta (as before
+        other rules existed), or the rule and its factor."""
+        if self.rule == "act":
+            return {"threshold": self.threshold, "beta": self.beta}
+        return {"rule": self.rule, "factor": self.factor}
+
+    def key(self) -> list:
+        """What names these settings among a search's stored results (ACT's: ``[threshold, beta]``, as before)."""
+        return list(self.recorded().values())
+
+    def digest(self) -> dict[str, Any]:
+        """What ties a checkpoint to these settings; an ACT search's is what it was before rules existed."""
+        if self.rule == "act":
+            return {**self.recorded(), "reference_drop_first": self.reference_drop_first}
+        return self.recorded()
 
 
 def forward_arguments(lengths: list[int], layers: dict[int, LayerCall]) -> dict:
@@ -177,7 +206,7 @@ class HeadSearch:
         cache = out.past_key_values
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
-        every = self.settings.for_heads(range(self.shape["num_heads"]), beta=1.0)
+        every = self.settings.neutral().for_heads(range(self.shape["num_heads"]))
         calls = {layer: LayerCall(every) for layer in range(self.shape["num_layers"])}
         with torch.no_grad():
             self.model(x, use_cache=False, logits_to_keep=1, **forward_arguments(lengths, calls))

@@ -1,4 +1,4 @@
-"""Combining kept heads into a map, and choosing beta and the threshold, on a validation slice.
+"""Combining kept heads into a map, and choosing the rule's settings, on a validation slice.
 
 Heads interact, so single-head effects do not add up. The map is built greedily on a slice of
 the *training* data disjoint from the calibration slice: candidates are tried in order of their
@@ -17,20 +17,25 @@ calibration effect, and one is accepted only when, with it added to the map so f
   the guard is now a test, as the keep rule is. ``guard_alpha = 0`` switches it off.
 
 The search stops after ``patience`` consecutive rejections. The settings grid then scores the
-final map at every (beta, threshold) pair on the same slice and picks the best objective whose
-accuracy is not below the searched setting's; every score goes into the map's provenance.
+final map at every grid point on the same slice (ACT: every (threshold, beta) pair; first-token
+scaling: every factor) and picks the best objective whose accuracy is not below the searched
+setting's; every score goes into the map's provenance. Settings are
+:class:`act_eval.search.Settings`, whatever the rule: nothing here depends on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from act_eval.selection import as_layers, task_tests
 
-Evaluate = Callable[[dict[int, list[int]], float, float], list[tuple[float, bool]]]  # heads, threshold, beta
+if TYPE_CHECKING:
+    from act_eval.search import Settings
+
+Evaluate = Callable[[dict[int, list[int]], "Settings"], list[tuple[float, bool]]]  # heads, settings
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,16 @@ def accepts(new: list[tuple[float, bool]], old: list[tuple[float, bool]], tasks:
 
 
 def greedy_map(
-    candidates: list[tuple[int, int]], evaluate: Evaluate, tasks: list[str], threshold: float, beta: float,
+    candidates: list[tuple[int, int]], evaluate: Evaluate, tasks: list[str], settings: "Settings",
     patience: int = 3, guard_alpha: float = 0.05,
 ) -> tuple[list[tuple[int, int]], list[dict]]:
     """The accepted heads in order, and one trajectory row per candidate tried."""
     chosen: list[tuple[int, int]] = []
-    current = evaluate({}, threshold, beta)
+    current = evaluate({}, settings)
     trajectory = [{"step": 0, "tried": None, "accepted": None, "score": slice_score(current, tasks).as_dict()}]
     misses = 0
     for step, head in enumerate(candidates, start=1):
-        trial = evaluate(as_layers(chosen + [head]), threshold, beta)
+        trial = evaluate(as_layers(chosen + [head]), settings)
         ok, harmed, tests = accepts(trial, current, tasks, guard_alpha)
         trajectory.append({"step": step, "tried": list(head), "accepted": ok, "score": slice_score(trial, tasks).as_dict(),
                            "harmed_tasks": harmed, "p_less": {t: r["p_less"] for t, r in tests.items()}})
@@ -94,18 +99,15 @@ def greedy_map(
 
 
 def choose_settings(
-    heads: dict[int, list[int]], evaluate: Evaluate, tasks: list[str], searched: tuple[float, float],
-    betas: list[float], thresholds: list[float],
-) -> tuple[tuple[float, float], list[dict]]:
-    """(threshold, beta) for the final map, and every grid point's score."""
-    base = slice_score(evaluate(heads, *searched), tasks)
-    grid = []
+    heads: dict[int, list[int]], evaluate: Evaluate, tasks: list[str], searched: "Settings", grid: list["Settings"],
+) -> tuple["Settings", list[dict]]:
+    """The settings for the final map, and every grid point's score (in ``grid``'s order)."""
+    base = slice_score(evaluate(heads, searched), tasks)
+    rows = []
     best, best_score = searched, base
-    for threshold in thresholds:
-        for beta in betas:
-            score = base if (threshold, beta) == searched else slice_score(evaluate(heads, threshold, beta), tasks)
-            grid.append({"threshold": threshold, "beta": beta, "objective": score.objective, "accuracy": score.accuracy,
-                         "per_task": score.per_task})
-            if score.accuracy >= base.accuracy and score.objective > best_score.objective:
-                best, best_score = (threshold, beta), score
-    return best, grid
+    for settings in grid:
+        score = base if settings == searched else slice_score(evaluate(heads, settings), tasks)
+        rows.append({**settings.recorded(), "objective": score.objective, "accuracy": score.accuracy, "per_task": score.per_task})
+        if score.accuracy >= base.accuracy and score.objective > best_score.objective:
+            best, best_score = settings, score
+    return best, rows

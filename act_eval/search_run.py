@@ -13,6 +13,10 @@ Stages, each checkpointed in a :class:`SearchStore` before the next reads it bac
 4. **combine and choose settings** (:mod:`act_eval.search_combine`) on the validation slice, a
    disjoint part of the training data; per family and per task.
 
+The rule is ACT's (``rule="act"``) or first-token scaling (``rule="first_token"``, ZeroTuning's
+idea): the stages are the same, the heads being mixed, confirmed and combined under that rule
+(:class:`act_eval.search.Settings`), and the settings grid is over (threshold, beta) or over factors.
+
 Stages 1-2 run over chunks of examples; under ``torchrun`` / ``accelerate launch`` (RANK and
 WORLD_SIZE in the environment) each rank takes every WORLD_SIZE-th chunk, and rank 0 waits for
 the others' files and does stages 3-4.
@@ -25,13 +29,20 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from act_eval import __version__
-from act_eval.head_map import HeadMap, check_beta, check_threshold
+from act_eval.calibration import RULES
+from act_eval.head_map import HeadMap, check_beta, check_factor, check_threshold
 from act_eval.paths import cache_dir
+
+if TYPE_CHECKING:
+    from act_eval.search import Settings
+
+ACT_FIELDS = ("threshold", "beta", "betas", "thresholds")  # the search's settings for each rule
+FIRST_TOKEN_FIELDS = ("factor", "factors")
 
 
 @dataclass
@@ -45,6 +56,8 @@ class SearchConfig:
     val_per_task: int = 20
     threshold: float = 0.1
     beta: float = 0.4
+    rule: str = "act"  # or "first_token": scale the first token's attention by ``factor``
+    factor: float = 2.0
     keep_rule: str = "effect"
     alpha: float = 0.05
     min_effect: float = 0.005
@@ -56,12 +69,51 @@ class SearchConfig:
     guard_alpha: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.7])
     thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.15])
+    factors: list[float] = field(default_factory=lambda: [0.5, 0.8, 1.25, 2.0])
     chunk: int = 50
     batch_size: int = 8
     seed: int = 1234
     checkpoint: str | None = None
     restart: bool = False
     device: str | None = None
+
+    def check_settings(self) -> None:
+        """The rule, its parameters valid, and none of the other rule's set (they would be silently unused)."""
+        if self.rule not in RULES:
+            raise ValueError(f"--rule must be one of {', '.join(RULES)}, not {self.rule!r}")
+        unused = FIRST_TOKEN_FIELDS if self.rule == "act" else ACT_FIELDS
+        defaults = SearchConfig(model="", tasks=[], out="")
+        given = [f"--{name}" for name in unused if getattr(self, name) != getattr(defaults, name)]
+        if given:
+            verb = "does" if len(given) == 1 else "do"
+            raise ValueError(f"{', '.join(given)} {verb} not apply to --rule {self.rule} (ACT: --threshold --beta --thresholds "
+                             "--betas; first_token: --factor --factors)")
+        check_threshold(self.threshold)
+        check_beta(self.beta)
+        check_factor(self.factor)
+        for b in self.betas:
+            check_beta(b)
+        for t in self.thresholds:
+            check_threshold(t)
+        for f in self.factors:
+            check_factor(f)
+
+    def searched(self) -> "Settings":
+        """The settings the heads are screened, confirmed, kept and combined at."""
+        from act_eval.search import Settings
+
+        return Settings(self.threshold, self.beta) if self.rule == "act" else Settings(rule=self.rule, factor=self.factor)
+
+    def grid(self) -> list["Settings"]:
+        """The settings the final map is scored at on validation (ACT: threshold-major, as before rules existed)."""
+        from act_eval.search import Settings
+
+        if self.rule == "act":
+            return [Settings(t, b) for t in self.thresholds for b in self.betas]
+        return [Settings(rule=self.rule, factor=f) for f in self.factors]
+
+    def grid_axes(self) -> dict:
+        return {"betas": self.betas, "thresholds": self.thresholds} if self.rule == "act" else {"factors": self.factors}
 
 
 def _rank_world() -> tuple[int, int]:
@@ -103,16 +155,10 @@ def run_search(config: SearchConfig) -> HeadMap | None:
 
     from act_eval.attention import enable_act, model_shape
     from act_eval.models import model_identity, resolve_pretrained
-    from act_eval.search import Settings
     from act_eval.search_data import examples_digest, expand_tasks, held_out_examples
     from act_eval.search_store import SearchStore
 
-    check_threshold(config.threshold)
-    check_beta(config.beta)
-    for b in config.betas:
-        check_beta(b)
-    for t in config.thresholds:
-        check_threshold(t)
+    config.check_settings()
     if config.per_task < 2 or config.val_per_task < 1:
         raise ValueError("--per-task must be at least 2 and --val-per-task at least 1 (the keep rule and the greedy pass need them)")
     if config.keep_rule not in ("effect", "flips"):
@@ -125,7 +171,7 @@ def run_search(config: SearchConfig) -> HeadMap | None:
     model = lm.model.eval()
     enable_act(model, None, model_id=identity, check_model=False)
     shape = model_shape(model)
-    settings = Settings(config.threshold, config.beta)
+    settings = config.searched()
     cal, cal_data = held_out_examples(lm, tasks, config.per_task, config.seed)
     val, val_data = held_out_examples(lm, tasks, config.val_per_task, config.seed, offset=config.per_task)
     if not cal:
@@ -133,7 +179,7 @@ def run_search(config: SearchConfig) -> HeadMap | None:
 
     inputs = {
         "model": identity, "shape": shape, "calibration": examples_digest(cal), "validation": examples_digest(val),
-        "settings": asdict(settings), "chunk": config.chunk, "seed": config.seed,
+        "settings": settings.digest(), "chunk": config.chunk, "seed": config.seed,
     }  # the candidates are not inputs: their exact results live under a name derived from them
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     ckpt_dir = Path(config.checkpoint) if config.checkpoint else cache_dir() / "search" / digest[:16]
@@ -143,6 +189,17 @@ def run_search(config: SearchConfig) -> HeadMap | None:
     store = SearchStore(ckpt_dir, digest, inputs)
     job = SearchJob(config, model, shape, settings, store, rank, world, tasks)
     return job.run(cal, val, identity, {"calibration": cal_data, "validation": val_data})
+
+
+_STAGES = ("candidates and a random control sample confirmed exactly, kept by a stratified paired test, combined greedily "
+           "on a disjoint validation slice of the training data, settings chosen on that slice")
+METHODS = {  # the map's provenance.method, per rule
+    "act": "act-eval search (second generation): every head screened by a first-order estimate of its effect on "
+           f"log p(gold | choices), {_STAGES}",
+    "first_token": "act-eval search (second generation), first-token scaling (ZeroTuning's idea, Han et al., 2025): "
+                   "every head screened by a first-order estimate of the effect on log p(gold | choices) of multiplying "
+                   f"its attention to the first token by the factor and renormalising, {_STAGES}",
+}
 
 
 @dataclass
@@ -259,15 +316,15 @@ class SearchJob:
     # --- stages 3-4 (rank 0) -------------------------------------------------------------------
 
     def evaluator(self, val: list, tag: str, done: Callable[[int], object]):
-        """``evaluate(heads, threshold, beta)`` on ``val``, each result stored (a resumed search re-reads it);
+        """``evaluate(heads, settings)`` on ``val``, each result stored (a resumed search re-reads it);
         ``done(1)`` after each (a progress bar's update)."""
-        from act_eval.search import Settings, map_scores
+        from act_eval.search import map_scores
 
-        def evaluate(heads: dict[int, list[int]], threshold: float, beta: float) -> list[tuple[float, bool]]:
-            key = json.dumps([tag, sorted((int(k), sorted(v)) for k, v in heads.items() if v), threshold, beta])
+        def evaluate(heads: dict[int, list[int]], settings) -> list[tuple[float, bool]]:
+            key = json.dumps([tag, sorted((int(k), sorted(v)) for k, v in heads.items() if v), *settings.key()])
             name = "evals/" + hashlib.sha256(key.encode()).hexdigest()[:20]
             if not self.store.has(name):
-                scores = map_scores(self.model, heads, val, Settings(threshold, beta))
+                scores = map_scores(self.model, heads, val, settings)
                 self.store.save(name, {"key": key, "scores": [[float(f"{a:.9g}"), b] for a, b in scores]})
             done(1)
             return [tuple(s) for s in self.store.load(name)["scores"]]
@@ -307,17 +364,17 @@ class SearchJob:
                    disable=self.rank != 0)
         evaluate = self.evaluator(val, label, bar.update)
         kept = [(s.layer, s.head) for s in stats if s.kept]
-        chosen, trajectory = greedy_map(kept, evaluate, tasks, c.threshold, c.beta, c.patience, c.guard_alpha)
+        searched = self.settings
+        chosen, trajectory = greedy_map(kept, evaluate, tasks, searched, c.patience, c.guard_alpha)
         heads = as_layers(chosen)
-        searched = (c.threshold, c.beta)
         if heads:
-            (threshold, beta), grid = choose_settings(heads, evaluate, tasks, searched, c.betas, c.thresholds)
+            best, grid = choose_settings(heads, evaluate, tasks, searched, c.grid())
         else:
-            (threshold, beta), grid = searched, []
-        final = slice_score(evaluate(heads, threshold, beta), tasks)
-        baseline = slice_score(evaluate({}, *searched), tasks)
+            best, grid = searched, []
+        final = slice_score(evaluate(heads, best), tasks)
+        baseline = slice_score(evaluate({}, searched), tasks)
         bar.close()
-        return {"heads": heads, "threshold": threshold, "beta": beta, "kept": kept, "trajectory": trajectory, "grid": grid,
+        return {"heads": heads, "settings": best, "kept": kept, "trajectory": trajectory, "grid": grid,
                 "validation": {"baseline": baseline.as_dict(), "map": final.as_dict()}}
 
     def finish(self, cal, val, screened, confirmed, identity, data) -> HeadMap:
@@ -351,21 +408,19 @@ class SearchJob:
 
     def write(self, path: Path, name: str, family: str, tasks_used: list[str], built: dict, stats, common: dict) -> HeadMap:
         c = self.config
+        chosen = built["settings"].recorded()
         hm = HeadMap(
             model=common["identity"], heads={layer: tuple(hs) for layer, hs in built["heads"].items()},
-            threshold=built["threshold"], beta=built["beta"], name=name, task_family=family,
+            name=name, task_family=family, **chosen,
             provenance={
-                "method": "act-eval search (second generation): every head screened by a first-order estimate of its "
-                          "effect on log p(gold | choices), candidates and a random control sample confirmed exactly, "
-                          "kept by a stratified paired test, combined greedily on a disjoint validation slice of the "
-                          "training data, settings chosen on that slice",
+                "method": METHODS[c.rule],
                 "tool": f"act-eval {__version__}",
                 "model": c.model,
                 "prompt_protocol": _protocol(tasks_used),
                 "tasks": tasks_used,
                 "data": {**common["data"], "seed": c.seed, "calibration_examples": len(common["cal"]),
                          "validation_examples": len(common["val"])},
-                "searched_setting": {"threshold": c.threshold, "beta": c.beta},
+                "searched_setting": self.settings.recorded(),
                 "keep_rule": {"rule": c.keep_rule, "alpha": c.alpha, "min_effect_nats": c.min_effect,
                               "harm_alpha": c.harm_alpha, "test": "per-task one-sample t (scipy), Stouffer-combined "
                               "(weights sqrt n), Holm over every head of the model; no task significantly hurt"
@@ -380,8 +435,8 @@ class SearchJob:
                                         "p < guard_alpha, per task)",
                                 "patience": c.patience, "guard_alpha": c.guard_alpha, "kept": [list(h) for h in built["kept"]],
                                 "trajectory": built["trajectory"]},
-                "settings": {"betas": c.betas, "thresholds": c.thresholds, "chosen": {"threshold": built["threshold"], "beta": built["beta"]},
-                             "grid": built["grid"], "rule": "highest validation objective whose accuracy is not below the searched setting's"},
+                "settings": {**c.grid_axes(), "chosen": chosen, "grid": built["grid"],
+                             "rule": "highest validation objective whose accuracy is not below the searched setting's"},
                 "validation": built["validation"],
                 "head_stats": [s.as_dict() for s in stats],
             },

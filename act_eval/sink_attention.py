@@ -16,6 +16,10 @@ memory O(N x block) per layer, never O(N^2).
 * :func:`calibrated_attention`: with the sink set known, the calibrated (and the plain) output.
   A decoding step runs only this, on its own rows.
 
+First-token scaling (:func:`act_eval.calibration.first_token_output`) runs through the same
+pass, its "sink set" being the first real token alone (:func:`first_prompt_key`): the rule
+differs only in how a row's two parts are combined.
+
 Everything here is a function of tensors (queries ``[B, h, Q, D]`` already matched to their keys
 ``[B, h, K, D]``, the model's mask, the scaling), so tests call it on hand-made inputs. All of it
 is float32 whatever the model's dtype, and differentiable (the head search's screen takes
@@ -24,12 +28,16 @@ gradients through the output); the sink set, piecewise constant, carries none.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from act_eval.calibration import calibrated_output
+from act_eval.calibration import first_token
+
+# A rule's output from a row's parts (other_out, other_mass, sink_out, sink_mass), e.g.
+# :func:`act_eval.calibration.calibrated_output` with its beta bound
+RowOutput = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 # Query rows (summed over batch rows and heads) per block: a block holds ``block x K`` float32
 # logits. The model itself holds some tens of activations per token and layer (the MLP's are
@@ -195,6 +203,30 @@ def column_statistics(
     return total.squeeze(-2), count
 
 
+@torch.no_grad()
+def first_prompt_key(
+    attention_mask: Tensor | None, q_len: int, kv_len: int, batch: int, prompt_lengths: Tensor | None, device: torch.device
+) -> Tensor:
+    """Boolean ``[B, 1, K]``: the first real token, the first key any prompt row sees (left padding skipped).
+
+    What :func:`act_eval.calibration.first_token` gives on the keys prompt rows see, found block
+    by block of rows (a mask is ``Q x K``; no block holds more than ``block x K`` of it).
+    """
+    if attention_mask is None:  # plain causal: every row sees key 0
+        return (torch.arange(kv_len, device=device) == 0).expand(batch, 1, kv_len)
+    seen = torch.zeros(batch, 1, kv_len, dtype=torch.bool, device=device)
+    for start, stop, lo, hi, allowed, _, _ in _blocks(attention_mask, q_len, kv_len, batch, 1, None, device):
+        positions = torch.arange(kv_len - q_len + start, kv_len - q_len + stop, device=device)
+        prompt = prompt_rows(allowed, positions, prompt_lengths)
+        seen[..., lo:hi] |= (allowed & prompt.unsqueeze(-1)).any(-2)
+    return first_token(seen)
+
+
+def plain_output(other_out: Tensor, other_mass: Tensor, sink_out: Tensor, sink_mass: Tensor) -> Tensor:
+    """The uncalibrated output ``P @ V`` from a row's parts (every rule at its identity gives it)."""
+    return other_out + sink_out
+
+
 def calibrated_attention(
     query: Tensor,
     key: Tensor,
@@ -203,7 +235,7 @@ def calibrated_attention(
     scaling: float,
     softcap: float | None,
     sinks: Tensor | None,
-    beta: float,
+    output: RowOutput,
     *,
     plain: bool = False,
     block: int | None = None,
@@ -212,8 +244,8 @@ def calibrated_attention(
 
     ``sinks`` is ``[B, h, K]`` over the keys of this call (None: no sinks, plain attention).
     Per block: the softmax against the block's key span, its mass and output on the sink columns
-    (gathered: few), then the same over the other columns after zeroing the sinks, then
-    :func:`act_eval.calibration.calibrated_output`. A row that sees no key (left padding)
+    (gathered: few), then the same over the other columns after zeroing the sinks, then the
+    rule's ``output`` of those parts (:data:`RowOutput`). A row that sees no key (left padding)
     gets a finite value that nothing reads.
     """
     batch, heads, q_len, dim = query.shape
@@ -246,7 +278,7 @@ def calibrated_attention(
             sink_mass = probs.new_zeros(probs.shape[:-1])
             sink_out = probs.new_zeros(probs.shape[:-1] + (value.shape[-1],))
         parts = (torch.matmul(probs, value[:, :, lo:hi]), probs.sum(-1), sink_out, sink_mass)
-        calibrated_rows.put(start, calibrated_output(*parts, beta=beta))
+        calibrated_rows.put(start, output(*parts))
         if plain:
-            plain_rows.put(start, calibrated_output(*parts, beta=1.0))
+            plain_rows.put(start, plain_output(*parts))
     return calibrated_rows.joined(), plain_rows.joined() if plain else None

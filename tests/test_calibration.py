@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.calibration import calibrate, redistribute, sink_scores, sink_set
+from act_eval.calibration import (
+    calibrate,
+    first_token,
+    first_token_output,
+    redistribute,
+    scale_first_token,
+    sink_scores,
+    sink_set,
+)
 
 
 def causal(n: int) -> torch.Tensor:
@@ -126,3 +134,55 @@ def test_row_that_sees_only_sinks_is_unchanged_despite_rounding():
     probs = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1 / 3, 1 / 3, 1 / 3]], dtype=torch.float32)
     out = redistribute(probs, torch.tensor([False, True, True, True]), beta=0.4)
     assert torch.equal(out, probs)
+
+
+# ---------------------------------------------------------------------------------------------
+# first-token scaling: P'_i0 = g P_i0 / (g P_i0 + 1 - P_i0), P'_ij = P_ij / (g P_i0 + 1 - P_i0)
+
+FIRST = torch.tensor([True, False, False, False])
+
+
+def test_first_token_scaling_by_hand():
+    out = scale_first_token(P, FIRST, 2.0)
+    # row 3: P_i0 = .1, denominator 2 * .1 + .9 = 1.1
+    torch.testing.assert_close(out[3], torch.tensor([0.2, 0.5, 0.3, 0.1]) / 1.1)
+    # row 1: .5 -> 1 / 1.5, .5 -> .5 / 1.5
+    torch.testing.assert_close(out[1], torch.tensor([2 / 3, 1 / 3, 0.0, 0.0]))
+    # row 0 sees the first token alone: 2 * 1 / 2, unchanged
+    torch.testing.assert_close(out[0], P[0])
+    halved = scale_first_token(P, FIRST, 0.5)  # row 2: .2 -> .1 / .9, the rest / .9
+    torch.testing.assert_close(halved[2], torch.tensor([0.1, 0.6, 0.2, 0.0]) / 0.9)
+    torch.testing.assert_close(out.sum(-1), torch.ones(4))
+    assert torch.equal(scale_first_token(P, FIRST, 1.0), P)  # the identity, exactly
+
+
+def test_first_token_scaling_is_log_factor_added_to_the_first_logit():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 7, generator=g, dtype=torch.float64) * 3
+    mask = causal(7)
+    probs = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
+    for factor in (0.3, 1.25, 4.0):
+        biased = logits.clone()
+        biased[..., 0] += torch.log(torch.tensor(factor, dtype=torch.float64))
+        want = torch.softmax(biased.masked_fill(~mask, float("-inf")), -1)
+        torch.testing.assert_close(scale_first_token(probs, first_token(mask.any(-2)), factor), want)
+
+
+def test_the_first_token_is_the_first_key_a_prompt_row_sees():
+    assert first_token(torch.tensor([False, False, True, True])).tolist() == [False, False, True, False]  # two pad keys
+    assert first_token(torch.tensor([[True, True], [False, False]])).tolist() == [[True, False], [False, False]]
+
+
+def test_first_token_output_is_the_scaled_probabilities_times_values():
+    g = torch.Generator().manual_seed(1)
+    n, d = 6, 4
+    allowed = causal(n)
+    probs = torch.softmax((torch.randn(3, n, n, generator=g) * 3).masked_fill(~allowed, float("-inf")), -1)
+    v = torch.randn(3, n, d, generator=g)
+    first = torch.zeros(3, n, dtype=torch.bool)
+    first[:2, 0] = first[2, 2] = True  # head 2's sequence is left-padded by two keys
+    on, off = probs * first[:, None, :], probs * ~first[:, None, :]
+    parts = (off @ v, off.sum(-1), on @ v, on.sum(-1))
+    for factor in (0.5, 2.0):
+        torch.testing.assert_close(first_token_output(*parts, factor=factor), scale_first_token(probs, first, factor) @ v)
+    assert torch.equal(first_token_output(*parts, factor=1.0), parts[0] + parts[2])

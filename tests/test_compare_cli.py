@@ -237,6 +237,31 @@ def test_recorded_calibration_is_checked_or_noted(runs, capsys, tmp_path):
     assert "records no calibration (made before hf-act recorded it): its head map is not checked" in capsys.readouterr().err
 
 
+def test_a_first_token_run_is_checked_against_its_map(runs, capsys, tmp_path):
+    """A run of a first-token map records its rule and factor; compare checks them as it checks ACT's settings."""
+    from act_eval.head_map import HeadMap
+
+    hm = HeadMap(model="test/tiny", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1, heads={1: (0,)},
+                 name="tiny.ft", rule="first_token", factor=2.0)
+    path = hm.save(tmp_path / "maps" / "tiny.ft.json")
+    act = copy_run(runs.act, tmp_path / "act")
+    (results,) = act.rglob("results_*.json")
+    record_calibration(results, hm)
+    data = json.loads(results.read_text())
+    data["config"]["model_args"] = {"pretrained": "tiny", "head_map": str(path)}
+    results.write_text(json.dumps(data))
+    run_json(capsys, runs.base, act)
+    assert "note" not in capsys.readouterr().err
+    data["config"]["model_args"]["act_factor"] = 0.5
+    results.write_text(json.dumps(data))
+    assert error_of(capsys, runs.base, act) == (
+        "act-eval compare: error: head map tiny.ft: the run used factor 2, the run's settings give act_factor=0.5"
+    )
+    del data["config"]["act"]["factor"]
+    results.write_text(json.dumps(data))
+    assert "config.act is not hf-act's calibration record (lacks factor)" in error_of(capsys, runs.base, act)
+
+
 def test_icl_command_runs_seeds_and_feeds_compare(runs, capsys, tmp_path):
     out = tmp_path / "icl"
     args = ["icl", "run", "--model", "dummy", "--model_args", "pretrained=tiny", "--tasks", "tiny_cls,tiny_yesno",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from act_eval.cli import main as cli
-from act_eval.head_map import HeadMap, HeadMapError, check_fits, load_head_map, published_head_maps
+from act_eval.head_map import HeadMap, HeadMapError, check_fits, check_overrides, load_head_map, published_head_maps
 from act_eval.reference_maps import convert_reference_map
 
 SHAPE = dict(architecture="llama", num_layers=30, num_heads=9, num_kv_heads=3)
@@ -124,3 +124,89 @@ def test_cli_lists_and_shows(capsys):
     assert "16 of 1024" in out and "layer  13" in out
     assert cli(["head-maps", "show", "nope"]) == 2
     assert "neither a file nor a published map" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# map kinds: ACT maps exactly as before, first-token maps as format version 2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def first_token_map(**kw) -> HeadMap:
+    return small_map(**{"rule": "first_token", "factor": 2.0, **kw})
+
+
+def test_every_committed_map_is_written_back_byte_for_byte():
+    """Published maps and searched maps (cited by hash in results and submissions) keep their bytes and hashes."""
+    files = sorted((REPO / "head_maps").glob("*.json")) + sorted((REPO / "searches").glob("*/*.json"))
+    assert len(files) >= 10
+    for path in files:
+        hm = load_head_map(str(path))
+        assert hm.rule == "act" and hm.to_json() == path.read_text(), path
+        assert hm.content_hash == json.loads(path.read_text())["content_hash"]
+
+
+def test_an_act_map_has_no_rule_field():
+    content = small_map().content()
+    assert content["format_version"] == 1 and "rule" not in content and "factor" not in content
+    assert small_map(rule="act").content_hash == small_map().content_hash
+
+
+def test_a_first_token_map_round_trips(tmp_path: Path):
+    hm = first_token_map(provenance={"method": "x"})
+    data = json.loads(hm.save(tmp_path / "f.json").read_text())
+    assert (data["format_version"], data["rule"], data["factor"]) == (2, "first_token", 2.0)
+    assert "threshold" not in data and "beta" not in data  # ACT's parameters mean nothing here
+    back = load_head_map(str(tmp_path / "f.json"))
+    assert (back.rule, back.factor, back.heads) == ("first_token", 2.0, {2: (0, 5), 7: (8,)})
+    assert back.content_hash == hm.content_hash == data["content_hash"]
+    assert first_token_map(factor=0.5).content_hash != hm.content_hash
+    assert "first_token g=2" in hm.summary_line() and "times 2" in hm.describe()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(rule="first_token"), "a first_token map needs a factor"),
+        (dict(rule="first_token", factor=0.0), r"act_factor must be a positive number .*got 0.0"),
+        (dict(rule="first_token", factor=-2), r"act_factor must be a positive number .*got -2.0"),
+        (dict(rule="first_token", factor=float("inf")), "act_factor must be a positive number"),
+        (dict(rule="first_token", factor=float("nan")), "act_factor must be a number"),
+        (dict(rule="first_token", factor=2.0, beta=0.2), "threshold and beta are ACT's parameters"),
+        (dict(factor=2.0), "factor is first-token scaling's parameter"),
+        (dict(rule="zero", factor=2.0), "rule must be one of act, first_token, got 'zero'"),
+    ],
+)
+def test_invalid_rules_name_the_bad_entry(change, message):
+    with pytest.raises(HeadMapError, match=message):
+        small_map(**change)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(threshold=0.1), "a first_token map has no threshold"),
+        (lambda d: d.pop("factor"), "missing field.*factor"),
+        (lambda d: d.update(rule="act"), "format_version 2 needs rule 'first_token'"),
+        (lambda d: d.update(format_version=1), "rule and factor need format_version 2"),
+        (lambda d: d.update(format_version=3), "unsupported format_version 3 .*reads 1 and 2"),
+    ],
+)
+def test_malformed_first_token_files_are_refused(tmp_path: Path, edit, message):
+    data = json.loads(first_token_map().to_json())
+    del data["content_hash"]
+    edit(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(HeadMapError, match=message):
+        load_head_map(str(tmp_path / "bad.json"))
+
+
+def test_settings_of_the_other_rule_are_refused():
+    check_overrides(small_map(), threshold=0.2, beta=0.3)
+    check_overrides(first_token_map(), factor=0.5)
+    with pytest.raises(HeadMapError, match="act_factor applies to first_token maps; this is an ACT map"):
+        check_overrides(small_map(), factor=0.5)
+    with pytest.raises(HeadMapError, match="act_threshold, act_beta apply to ACT maps; .*factor 2: set act_factor instead"):
+        check_overrides(first_token_map(), threshold=0.2, beta=0.3)
+    with pytest.raises(HeadMapError, match="act_reference_sinks applies to ACT maps"):
+        check_overrides(first_token_map(), reference_sinks=True)

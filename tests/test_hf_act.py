@@ -206,6 +206,30 @@ def test_model_info_records_the_map_that_ran(smol, tmp_path):
     info = act_lm(smol, head_map=str(hm.save(tmp_path / "test-map.json"))).get_model_info()
     assert info["act"] == {
         "head_map": "test-map", "head_map_hash": hm.content_hash, "heads": {"3": [1, 4], "12": [0]},
-        "num_calibrated_heads": 3, "threshold": 0.1, "beta": 0.3, "reference_sinks": False,
+        "num_calibrated_heads": 3, "rule": "act", "threshold": 0.1, "beta": 0.3, "reference_sinks": False,
     }
     assert "model_num_parameters" in info  # HFLM's own info is kept
+
+
+def test_a_first_token_map_runs_by_path_and_is_recorded(smol, sst2_requests, tmp_path, caplog):
+    """Factor 1 is plain ``hf``; another factor moves the numbers, batch 1 and 8 agree, and the results say which rule ran."""
+    from act_eval.head_map import HeadMap, parse_heads
+
+    hm = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
+                 num_kv_heads=3, heads=parse_heads(HEADS), name="ft-test", rule="first_token", factor=1.0)
+    path = str(hm.save(tmp_path / "ft-test.json"))
+    plain = loglikelihoods(hf_lm(smol, 8), sst2_requests)
+    assert max_diff(loglikelihoods(act_lm(smol, head_map=path), sst2_requests), plain) <= 1e-5
+    with logged(caplog, "lm_eval.models.hf_act"):
+        halved = act_lm(smol, head_map=path, act_factor=0.5)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("hf-act: head map")]
+    assert "head map ft-test" in line and "50 heads" in line and line.endswith("rule first_token, factor 0.5")
+    eight = loglikelihoods(halved, sst2_requests)
+    assert max_diff(eight, plain) > 1e-2
+    assert max_diff(loglikelihoods(act_lm(smol, head_map=path, act_factor=0.5, batch_size=1), sst2_requests), eight) <= 1e-5
+    info = halved.get_model_info()["act"]
+    assert {k: info[k] for k in ("head_map", "head_map_hash", "rule", "factor")} == {
+        "head_map": "ft-test", "head_map_hash": hm.content_hash, "rule": "first_token", "factor": 0.5}
+    assert "threshold" not in info and "beta" not in info
+    with pytest.raises(HeadMapError, match="act_beta applies to ACT maps"):
+        act_lm(smol, head_map=path, act_beta=0.2)

@@ -53,6 +53,22 @@ def test_bad_maps_are_refused_before_the_weights_load(weightless, kwargs, error,
         HFActLM(pretrained=weightless, tokenizer=weightless, device="cpu", **kwargs)
 
 
+def test_settings_of_the_other_rule_are_refused_before_the_weights_load(weightless, tmp_path):
+    from act_eval.head_map import HeadMap
+    from act_eval.hf_act import HFActLM
+
+    first = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
+                    num_kv_heads=3, heads={3: (1,)}, name="ft", rule="first_token", factor=2.0)
+    path = str(first.save(tmp_path / "ft.json"))
+    for kwargs, message in (
+        (dict(head_map=path, act_threshold=0.2), "act_threshold applies to ACT maps; .*set act_factor instead"),
+        (dict(head_map=path, act_factor=0), r"act_factor must be a positive number .*got 0.0"),
+        (dict(act_heads=[[3, 1]], act_factor=2.0), "act_factor applies to first_token maps; this is an ACT map"),
+    ):
+        with pytest.raises(HeadMapError, match=message):
+            HFActLM(pretrained=weightless, tokenizer=weightless, device="cpu", **kwargs)
+
+
 def test_a_missing_data_directory_is_refused_before_the_weights_load(weightless, monkeypatch, tmp_path):
     from act_eval.hf_act import HFActLM
 

@@ -11,6 +11,7 @@ from act_eval.search_data import Example, expand_tasks
 from tiny_models import tiny_model
 
 SETTINGS = Settings(threshold=0.08, beta=0.2)
+RULE_SETTINGS = {"act": SETTINGS, "first_token": Settings(rule="first_token", factor=0.5)}  # each rule's searched settings
 
 
 def examples(n: int = 6, seed: int = 0) -> list[Example]:
@@ -26,25 +27,27 @@ def examples(n: int = 6, seed: int = 0) -> list[Example]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
-def test_exact_engine_equals_direct_evaluation(arch: str):
+@pytest.mark.parametrize("rule", list(RULE_SETTINGS))
+def test_exact_engine_equals_direct_evaluation(arch: str, rule: str):
+    settings = RULE_SETTINGS[rule]
     model = tiny_model(arch)
     enable_act(model, None, check_model=False)
     exs = examples()
-    fast = exact_scores(model, exs, SETTINGS)
+    fast = exact_scores(model, exs, settings)
     moved = 0
     for ex, scored in zip(exs, fast):
         for layer in range(3):
-            direct = naive_head_results(model, ex, layer, SETTINGS)
+            direct = naive_head_results(model, ex, layer, settings)
             for head in range(4):
                 logp, correct = scored.heads[(layer, head)]
                 assert logp == pytest.approx(gold_logprob(direct[head], ex.gold), abs=1e-4), (layer, head)
                 assert correct == is_correct(direct[head], ex.gold)
                 moved += abs(logp - scored.logp) > 1e-3
     assert moved > 0  # calibration changed log p(gold) somewhere: the agreement is not vacuous
-    search = HeadSearch(model, SETTINGS)  # and the log-likelihoods themselves agree to float32 noise
+    search = HeadSearch(model, settings)  # and the log-likelihoods themselves agree to float32 noise
     rec = search.record(exs[0])
     for layer in range(3):
-        quick, slow = search.layer_results(rec, layer), naive_head_results(model, exs[0], layer, SETTINGS)
+        quick, slow = search.layer_results(rec, layer), naive_head_results(model, exs[0], layer, settings)
         for head in range(4):
             assert max(abs(a - b) for a, b in zip(quick[head], slow[head])) < 1e-4
     subset = search.layer_results(rec, 1, [2])  # a subset of heads gives the same numbers as the whole layer
@@ -138,7 +141,7 @@ def _job(tmp_path, model, digest="digest-1", **overrides):
     config = SearchConfig(model="tiny", tasks=["a", "b"], out=str(tmp_path / "map.json"), task_maps=str(tmp_path / "tasks"),
                           **{**settings, **overrides})
     store = SearchStore(tmp_path / "ckpt", digest)
-    return SearchJob(config, model, model_shape(model), Settings(config.threshold, config.beta), store, 0, 1, ["a", "b"])
+    return SearchJob(config, model, model_shape(model), config.searched(), store, 0, 1, ["a", "b"])
 
 
 def _tasked(exs: list[Example], first: int = 0) -> list[Example]:

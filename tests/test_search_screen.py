@@ -8,7 +8,7 @@ import torch
 from act_eval.attention import enable_act
 from act_eval.search import Settings, exact_scores
 from act_eval.search_screen import screen_examples
-from test_search import SETTINGS, examples
+from test_search import RULE_SETTINGS, SETTINGS, examples
 from tiny_models import tiny_model
 
 
@@ -19,21 +19,23 @@ def _at(layers: int, heads: int, layer: int, head: int, value: float) -> torch.T
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3_text", "gpt2"])
-def test_estimate_is_the_derivative_of_the_exact_effect(arch: str):
+@pytest.mark.parametrize("rule", list(RULE_SETTINGS))
+def test_estimate_is_the_derivative_of_the_exact_effect(arch: str, rule: str):
     """alpha = 1 for one head is that head calibrated exactly; the gradient at 0 is the finite difference."""
+    settings = RULE_SETTINGS[rule]
     model = tiny_model(arch)
     enable_act(model, None, check_model=False)
     exs = examples(4, seed=1)
-    base = screen_examples(model, exs, SETTINGS, batch_size=3)  # batches of 3 and 1: padding must not matter
-    exact = exact_scores(model, exs, SETTINGS)
+    base = screen_examples(model, exs, settings, batch_size=3)  # batches of 3 and 1: padding must not matter
+    exact = exact_scores(model, exs, settings)
     assert [b.logp for b in base] == pytest.approx([e.logp for e in exact], abs=1e-5)
     assert [b.correct for b in base] == [e.correct for e in exact]
     eps, moved = 1e-2, 0  # float32 attention: a smaller step drowns in rounding, a larger one in curvature
     for layer in range(3):
         for head in range(4):
-            one = screen_examples(model, exs, SETTINGS, 4, _at(3, 4, layer, head, 1.0))
-            up = screen_examples(model, exs, SETTINGS, 4, _at(3, 4, layer, head, eps))
-            down = screen_examples(model, exs, SETTINGS, 4, _at(3, 4, layer, head, -eps))
+            one = screen_examples(model, exs, settings, 4, _at(3, 4, layer, head, 1.0))
+            up = screen_examples(model, exs, settings, 4, _at(3, 4, layer, head, eps))
+            down = screen_examples(model, exs, settings, 4, _at(3, 4, layer, head, -eps))
             for k in range(len(exs)):
                 assert one[k].logp == pytest.approx(exact[k].heads[(layer, head)][0], abs=1e-5)
                 fd = (up[k].logp - down[k].logp) / (2 * eps)

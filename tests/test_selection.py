@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from act_eval.search import Settings
 from act_eval.search_combine import accepts, choose_settings, greedy_map, slice_score
 from act_eval.selection import holm, keep_heads, spearman, stratified_test
 
@@ -93,10 +94,10 @@ def test_greedy_never_accepts_a_head_that_helps_the_pool_by_hurting_one_task():
         ((1, (2,)), (2, (0,))): scores(0.1, 0.02),  # accepted
     }
 
-    def evaluate(heads, threshold, beta):
+    def evaluate(heads, settings):
         return table[tuple((k, tuple(v)) for k, v in heads.items())]
 
-    chosen, trajectory = greedy_map([(0, 1), (1, 2), (1, 3), (2, 0)], evaluate, tasks, 0.1, 0.4, patience=3)
+    chosen, trajectory = greedy_map([(0, 1), (1, 2), (1, 3), (2, 0)], evaluate, tasks, Settings(), patience=3)
     assert chosen == [(1, 2), (2, 0)]
     assert [row["accepted"] for row in trajectory] == [None, False, True, False, True]
     assert trajectory[1]["harmed_tasks"] == ["b"]
@@ -126,5 +127,18 @@ def test_settings_are_chosen_on_validation_with_accuracy_as_a_guard():
     results = {(0.1, 0.4): [(-1.0, True), (-1.0, False)], (0.1, 0.0): [(-0.5, False), (-0.5, False)],  # better objective, worse acc
                (0.1, 0.7): [(-0.9, True), (-1.0, False)], (0.2, 0.4): [(-2.0, True), (-2.0, True)],
                (0.2, 0.0): [(-3.0, True), (-3.0, True)], (0.2, 0.7): [(-1.5, True), (-1.5, False)]}
-    chosen, grid = choose_settings({0: [1]}, lambda heads, t, b: results[(t, b)], tasks, (0.1, 0.4), [0.0, 0.4, 0.7], [0.1, 0.2])
-    assert chosen == (0.1, 0.7) and len(grid) == 6
+    grid = [Settings(t, b) for t in (0.1, 0.2) for b in (0.0, 0.4, 0.7)]
+    chosen, rows = choose_settings({0: [1]}, lambda heads, s: results[(s.threshold, s.beta)], tasks, Settings(0.1, 0.4), grid)
+    assert chosen == Settings(0.1, 0.7) and len(rows) == 6
+    assert [(r["threshold"], r["beta"]) for r in rows] == [(s.threshold, s.beta) for s in grid]  # ACT's rows as before
+
+
+def test_factors_are_chosen_the_same_way():
+    tasks = ["a", "b"]
+    results = {2.0: [(-1.0, True), (-1.0, False)], 0.5: [(-0.5, False), (-0.5, False)],  # better objective, worse acc
+               1.25: [(-0.9, True), (-1.0, False)]}
+    grid = [Settings(rule="first_token", factor=f) for f in (0.5, 1.25, 2.0)]
+    chosen, rows = choose_settings({0: [1]}, lambda heads, s: results[s.factor], tasks, grid[-1], grid)
+    assert chosen == grid[1]
+    assert [{k: r[k] for k in ("rule", "factor")} for r in rows] == [{"rule": "first_token", "factor": f} for f in (0.5, 1.25, 2.0)]
+    assert "threshold" not in rows[0] and "beta" not in rows[0]

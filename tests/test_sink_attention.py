@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from torch import nn
 
 from act_eval import sink_attention
-from act_eval.attention import ActSettings, LayerCall, SequenceSinks, act_attention_forward, disable_act, eager_attention, enable_act
+from act_eval.attention import (
+    ActSettings,
+    LayerCall,
+    SequenceSinks,
+    act_attention_forward,
+    disable_act,
+    eager_attention,
+    enable_act,
+    model_shape,
+)
 from act_eval.calibration import calibrated_output, column_sums, redistribute
-from act_eval.head_map import HeadMapError
-from act_eval.sink_attention import allowed_rows, attention_scores, bias_rows, calibrated_attention, column_statistics
+from act_eval.head_map import HeadMap, HeadMapError, parse_heads
+from act_eval.sink_attention import (
+    allowed_rows,
+    attention_scores,
+    bias_rows,
+    calibrated_attention,
+    column_statistics,
+    plain_output,
+)
 from tiny_models import SUPPORTED, tiny_model
 
 HEADS = [[0, 1], [1, 0], [1, 3], [2, 0], [2, 2]]
@@ -93,11 +111,11 @@ def test_calibrated_attention_is_the_rule_on_the_whole_matrix(mask_kind: str, so
     probs, allowed = full_probs(q, k, mask, 0.4, softcap)
     sinks = torch.zeros(2, 3, 11, dtype=torch.bool)
     sinks[0, 0, [3, 5]] = sinks[1, 2, 2] = sinks[1, 1, [0, 1, 4]] = True
-    calibrated, plain = calibrated_attention(q, k, v, mask, 0.4, softcap, sinks, 0.3, plain=True, block=6)
+    calibrated, plain = calibrated_attention(q, k, v, mask, 0.4, softcap, sinks, partial(calibrated_output, beta=0.3), plain=True, block=6)
     sees = allowed.any(-1).expand(2, 3, 11)
     torch.testing.assert_close(calibrated[sees], (redistribute(probs, sinks, 0.3) @ v)[sees])
     torch.testing.assert_close(plain[sees], (probs @ v)[sees])
-    no_sinks, _ = calibrated_attention(q, k, v, mask, 0.4, softcap, None, 0.3, block=6)
+    no_sinks, _ = calibrated_attention(q, k, v, mask, 0.4, softcap, None, plain_output, block=6)
     torch.testing.assert_close(no_sinks[sees], (probs @ v)[sees])
 
 
@@ -118,7 +136,7 @@ def test_a_block_holds_its_rows_logits_only_and_skips_keys_no_row_sees(monkeypat
     assert max(sizes) <= block * 64 and len(sizes) == 8
     assert sum(sizes) < 0.6 * 2 * 64 * 64  # causal: a block reads only the keys up to its last row
     sizes.clear()
-    calibrated_attention(q, k, v, make_mask(1, 64, window=4), 0.3, None, None, 0.4, block=block)
+    calibrated_attention(q, k, v, make_mask(1, 64, window=4), 0.3, None, None, plain_output, block=block)
     assert sum(sizes) <= 2 * 64 * (8 + 4)  # sliding window: a band
 
 
@@ -134,8 +152,12 @@ def module_with(groups: int) -> nn.Module:
     return module
 
 
-def call_with(heads: list[int], kernel: str, **fields) -> LayerCall:
-    return LayerCall(ActSettings(tuple(heads), threshold=0.08, beta=0.3, kernel=kernel), **fields)
+RULES = ["act", "first_token"]
+FACTOR = 0.3  # first_token: the first token's attention times 0.3
+
+
+def call_with(heads: list[int], kernel: str, rule: str = "act", **fields) -> LayerCall:
+    return LayerCall(ActSettings(tuple(heads), threshold=0.08, beta=0.3, kernel=kernel, rule=rule, factor=FACTOR), **fields)
 
 
 def attend(call: LayerCall, q, k, v, mask, softcap=None, lengths=None):
@@ -147,10 +169,10 @@ def attend(call: LayerCall, q, k, v, mask, softcap=None, lengths=None):
     return out
 
 
-def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, **fields):
+def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, rule="act", **fields):
     outs = {}
     for kernel in ("eager", "blockwise"):
-        call = call_with(heads, kernel, **fields)
+        call = call_with(heads, kernel, rule, **fields)
         outs[kernel] = (attend(call, q, k, v, mask, softcap, lengths), call)
     return outs
 
@@ -158,9 +180,10 @@ def both_kernels(heads, q, k, v, mask, softcap=None, lengths=None, **fields):
 @pytest.mark.parametrize("mask_kind", list(MASKS))
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])  # MHA, GQA, MQA
 @pytest.mark.parametrize("softcap", [None, 3.0])
-def test_blockwise_equals_eager(mask_kind: str, kv_heads: int, softcap):
+@pytest.mark.parametrize("rule", RULES)
+def test_blockwise_equals_eager(mask_kind: str, kv_heads: int, softcap, rule: str):
     q, k, v = qkv(heads=4, kv_heads=kv_heads, n=13)
-    outs = both_kernels([0, 2, 3], q, k, v, MASKS[mask_kind](2, 13), softcap, lengths=[9, 13])
+    outs = both_kernels([0, 2, 3], q, k, v, MASKS[mask_kind](2, 13), softcap, lengths=[9, 13], rule=rule)
     (eager, em), (blockwise, bm) = outs["eager"], outs["blockwise"]
     rows = torch.ones(2, 13, dtype=torch.bool)
     if mask_kind != "causal":  # a left-pad row sees nothing: eager zeroes it, sdpa does not; neither is ever read
@@ -168,6 +191,9 @@ def test_blockwise_equals_eager(mask_kind: str, kv_heads: int, softcap):
     torch.testing.assert_close(blockwise[rows], eager[rows], atol=1e-5, rtol=1e-5)
     assert torch.equal(bm.sequence.sinks, em.sequence.sinks) and em.sequence.sinks.any()
     assert (eager - plain_attention(q, k, v, MASKS[mask_kind](2, 13), softcap))[rows].abs().max() > 1e-3
+    if rule == "first_token":  # the first real token, after each row's left padding, and nothing else
+        first = (~rows).sum(-1)
+        assert bm.sequence.sinks.sum(-1).eq(1).all() and bm.sequence.sinks.float().argmax(-1).eq(first[:, None]).all()
 
 
 def plain_attention(q, k, v, mask, softcap):
@@ -189,14 +215,15 @@ def test_statistics_stay_float32_under_mixed_precision():
     torch.testing.assert_close(outs[1], outs[0], atol=0, rtol=0)
 
 
-def test_decoding_with_the_stored_sink_set_equals_eager():
+@pytest.mark.parametrize("rule", RULES)
+def test_decoding_with_the_stored_sink_set_equals_eager(rule: str):
     """A cached decoding step reads the prefill's sink set and only its rows' log-sum-exp; the set
     is the sequence state enable_act leaves on the module, for calls that pass no calibration."""
     q, k, v = qkv(heads=4, kv_heads=2, n=12)
     got = {}
     for kernel in ("eager", "blockwise"):
         module = module_with(2)
-        module.act, module.act_sequence = ActSettings((1, 2), threshold=0.08, beta=0.3, kernel=kernel), SequenceSinks()
+        module.act, module.act_sequence = call_with([1, 2], kernel, rule).settings, SequenceSinks()
         act_attention_forward(module, q[:, :, :8], k[:, :, :8], v[:, :, :8], None, scaling=0.4)
         steps = [act_attention_forward(module, q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1], None, scaling=0.4)[0]
                  for t in range(8, 12)]
@@ -205,7 +232,8 @@ def test_decoding_with_the_stored_sink_set_equals_eager():
     torch.testing.assert_close(got["blockwise"], got["eager"], atol=1e-5, rtol=1e-5)
 
 
-def test_row_heads_and_mix_mean_the_same_and_carry_the_same_gradients():
+@pytest.mark.parametrize("rule", RULES)
+def test_row_heads_and_mix_mean_the_same_and_carry_the_same_gradients(rule: str):
     """The head search's two fields: which heads a row calibrates, and a differentiable mix."""
     q, k, v = qkv(batch=3, heads=4, kv_heads=2, n=10)
     row_heads = torch.tensor([[True, False, True], [False, True, False], [True, True, True]])
@@ -213,7 +241,7 @@ def test_row_heads_and_mix_mean_the_same_and_carry_the_same_gradients():
     for kernel in ("eager", "blockwise"):
         mix = torch.tensor([[0.0, 0.5, 1.0], [0.3, 0.0, 2.0], [1.0, 1.0, -0.5]], requires_grad=True)
         qq, kk, vv = (t.clone().requires_grad_(True) for t in (q, k, v))
-        out = attend(call_with([0, 1, 3], kernel, row_heads=row_heads, mix=mix), qq, kk, vv, None)
+        out = attend(call_with([0, 1, 3], kernel, rule, row_heads=row_heads, mix=mix), qq, kk, vv, None)
         weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
         grads = torch.autograd.grad((out * weights).sum(), [mix, qq, kk, vv])
         results[kernel] = (out.detach(), *grads)
@@ -231,15 +259,22 @@ def ids(batch: int, n: int, seed: int = 1) -> torch.Tensor:
     return torch.randint(3, 100, (batch, n), generator=torch.Generator().manual_seed(seed))
 
 
+def first_token_map(model: nn.Module, heads: list[list[int]], factor: float) -> HeadMap:
+    """An inline first-token map for a tiny model."""
+    return HeadMap(model="tiny", heads=parse_heads(heads), rule="first_token", factor=factor, **model_shape(model))
+
+
 @pytest.mark.parametrize("arch", SUPPORTED)
-def test_every_supported_architecture_gives_the_eager_numbers(arch: str):
+@pytest.mark.parametrize("rule", RULES)
+def test_every_supported_architecture_gives_the_eager_numbers(arch: str, rule: str):
     model = tiny_model(arch)
     x = ids(3, 16)
     mask = torch.ones(3, 16, dtype=torch.long)
     mask[1, :5] = 0  # left padding
+    calibration = dict(head_map=HEADS, threshold=0.05) if rule == "act" else dict(head_map=first_token_map(model, HEADS, FACTOR))
     got = {}
     for kernel in ("eager", "blockwise"):
-        enable_act(model, HEADS, threshold=0.05, check_model=False, kernel=kernel)
+        enable_act(model, **calibration, check_model=False, kernel=kernel)
         with torch.no_grad():
             full = torch.log_softmax(model(x, attention_mask=mask, act_prompt_lengths=[16, 16, 10]).logits, -1)
             prefill = model(x[:, :11], attention_mask=mask[:, :11], use_cache=True)

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Screen every (layer, head) with a first-order estimate of its effect on log p(gold | choices) "
         "(one forward and one backward pass per example), confirm the top candidates and a random control sample "
         "exactly, keep heads by a stratified paired test with Holm's correction, combine them greedily on a disjoint "
-        "validation slice of the training data, choose beta and the threshold there, and write head maps with full "
+        "validation slice of the training data, choose beta and the threshold there (the factor, with --rule first_token), "
+        "and write head maps with full "
         "provenance. Checkpointed (resumable later, elsewhere, with the same --checkpoint directory) and shardable "
         "across processes (torchrun / accelerate launch).",
     )
@@ -26,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-per-task", type=int, default=20, help="validation documents per task, disjoint (default 20)")
     p.add_argument("--threshold", type=float, default=0.1, help="the searched threshold (default 0.1)")
     p.add_argument("--beta", type=float, default=0.4, help="the searched beta (default 0.4)")
+    p.add_argument("--rule", choices=["act", "first_token"], default="act",
+                   help="act: ACT's sink calibration (default; --threshold --beta --thresholds --betas); first_token: "
+                   "scale each selected head's attention to the first token by a factor and renormalise (ZeroTuning's "
+                   "idea; --factor --factors); the map records the rule")
+    p.add_argument("--factor", type=float, default=2.0, help="first_token: the searched factor (default 2.0)")
     p.add_argument("--keep-rule", choices=["effect", "flips"], default="effect",
                    help="effect: stratified paired t on log p(gold) with Holm (default); flips: the first-generation sign test")
     p.add_argument("--alpha", type=float, default=0.05, help="keep rule level (Holm-adjusted for effect; default 0.05)")
@@ -40,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(one-sided t per task; 0 switches the guard off; default 0.05)")
     p.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.2, 0.4, 0.7], help="settings grid on validation")
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.1, 0.15], help="settings grid on validation")
+    p.add_argument("--factors", type=float, nargs="+", default=[0.5, 0.8, 1.25, 2.0], help="first_token: factor grid on validation")
     p.add_argument("--chunk", type=int, default=50, help="examples per checkpoint file (default 50)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per screening pass (default 8)")
     p.add_argument("--seed", type=int, default=1234, help="which training documents are drawn, and the control sample")

@@ -5,9 +5,10 @@
 
     "config": {..., "act": {"head_map": "<name>" or "inline", "head_map_hash": "sha256:...",
                             "heads": {"<layer>": [heads]}, "num_calibrated_heads": N,
-                            "threshold": t, "beta": b, "reference_sinks": bool}}
+                            "rule": "act", "threshold": t, "beta": b, "reference_sinks": bool}}
 
-so a run proves which map ran. :func:`check_recorded_map` refuses a map file that is not that map
+(a first-token map's run records ``"rule": "first_token", "factor": g`` instead of the last three;
+runs made before rules existed have no ``rule`` and are ACT's), so a run proves which map ran. :func:`check_recorded_map` refuses a map file that is not that map
 (edited after the run, or another map of the same name); ``act-eval submit`` and ``act-eval
 compare`` both call it. Runs made before ``hf-act`` recorded the block have none
 (:func:`recorded_map` returns None) and are checked the old way, by name and the manifest's hash.
@@ -26,7 +27,8 @@ from act_eval.leaderboard.manifest import HEAD_MAP_FILE
 from act_eval.samples import Run
 
 INLINE = "inline"  # the block's head_map for heads given as act_heads= rather than a map file
-_KEYS = ("head_map", "head_map_hash", "heads", "num_calibrated_heads", "threshold", "beta")
+_KEYS = ("head_map", "head_map_hash", "heads", "num_calibrated_heads")
+RULE_KEYS = {"act": ("threshold", "beta"), "first_token": ("factor",)}  # each rule's recorded parameters
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,14 @@ class RecordedMap:
     content_hash: str
     heads: dict[int, tuple[int, ...]]
     num_calibrated_heads: int
-    threshold: float
-    beta: float
+    settings: dict[str, float]  # the rule's parameters (:data:`RULE_KEYS`): threshold and beta, or factor
     reference_sinks: bool | None
+    rule: str = "act"
 
     def describe(self) -> str:
-        return (
-            f"{self.content_hash[:19]}..., {self.num_calibrated_heads} head(s), "
-            f"threshold {self.threshold:g}, beta {self.beta:g}"
-        )
+        rule = "" if self.rule == "act" else f"rule {self.rule}, "
+        params = ", ".join(f"{name} {value:g}" for name, value in self.settings.items())
+        return f"{self.content_hash[:19]}..., {self.num_calibrated_heads} head(s), {rule}{params}"
 
 
 def recorded_map(run: Run) -> RecordedMap | None:
@@ -54,8 +55,12 @@ def recorded_map(run: Run) -> RecordedMap | None:
     if block is None:
         return None
     where = f"{run}: config.act"
-    if not isinstance(block, dict) or any(k not in block for k in _KEYS):
-        missing = [k for k in _KEYS if not isinstance(block, dict) or k not in block]
+    rule = block.get("rule", "act") if isinstance(block, dict) else "act"
+    if rule not in RULE_KEYS:
+        raise ValueError(f"{where} names an unknown rule {rule!r}")
+    keys = _KEYS + RULE_KEYS[rule]
+    if not isinstance(block, dict) or any(k not in block for k in keys):
+        missing = [k for k in keys if not isinstance(block, dict) or k not in block]
         raise ValueError(f"{where} is not hf-act's calibration record (lacks {', '.join(missing)})")
     try:
         heads = parse_heads(block["heads"], f"{where}: ")
@@ -64,9 +69,9 @@ def recorded_map(run: Run) -> RecordedMap | None:
             content_hash=str(block["head_map_hash"]),
             heads={layer: tuple(sorted(h)) for layer, h in heads.items() if h},
             num_calibrated_heads=int(block["num_calibrated_heads"]),
-            threshold=float(block["threshold"]),
-            beta=float(block["beta"]),
+            settings={name: float(block[name]) for name in RULE_KEYS[rule]},
             reference_sinks=block.get("reference_sinks"),
+            rule=rule,
         )
     except (HeadMapError, TypeError, ValueError) as err:
         raise ValueError(f"{where} is malformed: {err}") from None
@@ -93,8 +98,8 @@ def check_recorded_map(recorded: RecordedMap, head_map: HeadMap, model_args: dic
     own = {layer: tuple(sorted(h)) for layer, h in head_map.heads.items() if h}
     if recorded.heads != own:
         raise ValueError(f"head map {name}: the run calibrated heads {_heads(recorded.heads)}, the map has {_heads(own)}")
-    for param in ("threshold", "beta"):
-        used, expected = getattr(recorded, param), float(model_args.get(f"act_{param}", getattr(head_map, param)))
+    for param, used in recorded.settings.items():  # equal hashes: the map's rule is the recorded one
+        expected = float(model_args.get(f"act_{param}", getattr(head_map, param)))
         if not math.isclose(used, expected, rel_tol=0, abs_tol=1e-12):
             source = f"act_{param}={expected:g}" if f"act_{param}" in model_args else f"the map's {expected:g}"
             raise ValueError(f"head map {name}: the run used {param} {used:g}, the run's settings give {source}")
