@@ -98,7 +98,9 @@ def check_recorded_map(recorded: RecordedMap, head_map: HeadMap, model_args: dic
     own = {layer: tuple(sorted(h)) for layer, h in head_map.heads.items() if h}
     if recorded.heads != own:
         raise ValueError(f"head map {name}: the run calibrated heads {_heads(recorded.heads)}, the map has {_heads(own)}")
-    for param, used in recorded.settings.items():  # equal hashes: the map's rule is the recorded one
+    if recorded.rule != head_map.rule:  # equal hashes, other rule: the record was edited
+        raise ValueError(f"head map {name}: the run recorded rule {recorded.rule}, the map's rule is {head_map.rule}")
+    for param, used in recorded.settings.items():
         expected = float(model_args.get(f"act_{param}", getattr(head_map, param)))
         if not math.isclose(used, expected, rel_tol=0, abs_tol=1e-12):
             source = f"act_{param}={expected:g}" if f"act_{param}" in model_args else f"the map's {expected:g}"
