@@ -803,7 +803,7 @@ def test_board_files_are_written_and_self_contained(board):
         assert f"plots/{plot.name}" in readme
     assert html.count("data:image/png;base64,") == len(plots)
     assert 'src="http' not in html and "<link" not in html, "the page loads nothing from elsewhere"
-    assert "## Submission format (version 1)" in readme and "| tiny-a | ACT (tiny-a.classification) |" in readme
+    assert "## Submission format (versions 1 and 2)" in readme and "| tiny-a | ACT (tiny-a.classification) |" in readme
     assert "### Which model gains most from ACT" in readme
     assert not [p for p in board.rglob(".*")]
 
