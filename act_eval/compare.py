@@ -21,8 +21,8 @@ per-document values for the paired tests are correctness averaged over seeds.
 
 Rivals are single runs re-scored by a label prior (``act-eval calibrate``: contextual or batch
 calibration, :mod:`act_eval.label_prior`), or ``hf-act`` runs of a first-token head map, named from
-what their results file records (batch calibration's name says it is transductive). Each arm is compared with the baseline; with an ACT
-run, ACT is also compared with ICL and with every rival.
+what their results file records (batch calibration's name says it is transductive). Each arm is
+compared with the baseline; with an ACT run, ACT is also compared with ICL and with every rival.
 """
 
 from __future__ import annotations

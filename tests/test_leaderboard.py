@@ -501,53 +501,56 @@ def test_the_board_shows_first_token_scaling_paired_with_the_baseline(runs, firs
     assert "first-token scaling (tiny-a.ft)" in html and "first-token scaling" in html
 
 
-def _first_token(runs: Runs, tmp: Path, name: str) -> Path:
-    return copy(runs.first_token_a, tmp, name)
-
-
 def _edited_factor(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "edited_factor")
+    run = copy(runs.first_token_a, tmp, "edited_factor")
     rewrite_json(run / "manifest.json", lambda m: m.update({"factor": 3.0}))
     return run
 
 
 def _recorded_factor(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "recorded_factor")  # the results file claims another factor than the map's
+    run = copy(runs.first_token_a, tmp, "recorded_factor")  # the results file claims another factor than the map's
     rewrite_json(load_run(run).results_path, lambda r: r["config"]["act"].update({"factor": 3.0}))
     return run
 
 
 def _recorded_rule(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "recorded_rule")  # the record claims ACT ran the map's heads
-    rewrite_json(
-        load_run(run).results_path,
-        lambda r: r["config"]["act"].update({"rule": "act", "threshold": 0.1, "beta": 0.4}) or r["config"]["act"].pop("factor"),
-    )
+    run = copy(runs.first_token_a, tmp, "recorded_rule")  # the record claims ACT ran the map's heads
+
+    def claim_act(results: dict) -> None:
+        block = results["config"]["act"]
+        del block["factor"]
+        block.update({"rule": "act", "threshold": 0.1, "beta": 0.4})
+
+    rewrite_json(load_run(run).results_path, claim_act)
     return run
 
 
 def _no_record(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "no_record")
+    run = copy(runs.first_token_a, tmp, "no_record")
     rewrite_json(load_run(run).results_path, lambda r: r["config"].pop("act"))
     return run
 
 
 def _first_token_as_act(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "as_act")  # a version 1 ACT manifest for a first-token run: ACT's defaults would pass
-    rewrite_json(run / "manifest.json", lambda m: m.update(
-        {"format_version": 1, "arm": "act", "threshold": 0.1, "beta": 0.4}) or [m.pop(k) for k in ("rule", "factor")])
+    run = copy(runs.first_token_a, tmp, "as_act")  # a version 1 ACT manifest for a first-token run: ACT's defaults would pass
+
+    def as_act(manifest: dict) -> None:
+        del manifest["rule"], manifest["factor"]
+        manifest.update({"format_version": 1, "arm": "act", "threshold": 0.1, "beta": 0.4})
+
+    rewrite_json(run / "manifest.json", as_act)
     return run
 
 
 def _edited_first_token_map(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "edited_ft_map")
+    run = copy(runs.first_token_a, tmp, "edited_ft_map")
     ran = load_head_map(run / "head_map.json")
     HeadMap(**{**{k: getattr(ran, k) for k in ran.__dataclass_fields__}, "factor": 3.0, "source": ""}).save(run / "head_map.json")
     return run
 
 
 def _first_token_version_1(runs: Runs, tmp: Path) -> Path:
-    run = _first_token(runs, tmp, "ft_version_1")
+    run = copy(runs.first_token_a, tmp, "ft_version_1")
     rewrite_json(run / "manifest.json", lambda m: m.update({"format_version": 1}))
     return run
 

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threshold", type=float, help="sink threshold (default: the head map's, else 0.1)")
     parser.add_argument("--beta", type=float, help="ACT maps: calibration beta (default: the head map's, else 0.4)")
-    parser.add_argument("--factor", type=float, help="first-token maps: the first token's attention factor (default: the map's)")
+    parser.add_argument(
+        "--factor", type=float, help="first-token maps: the first token's attention factor (default: the map's)"
+    )
     parser.add_argument("--layers", type=int, nargs="+", help="layers to draw (default: all)")
     parser.add_argument(
         "--heads", type=int, nargs="+", help="heads to draw (default: all); also drawn large, every token labelled"

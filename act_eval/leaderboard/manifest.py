@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
 from act_eval.head_map import HeadMapError, check_beta, check_factor, check_threshold
@@ -31,7 +33,7 @@ ARMS = ("baseline", "act", "icl", "contextual", "batch", "first_token")
 CALIBRATED_ARMS = tuple(LABELS)
 SUBSETS = ("full", "lite")
 # the manifest's calibration fields of a run without a head map; a map's run sets its rule's parameters
-UNCALIBRATED: dict[str, Any] = {"threshold": None, "beta": None, "rule": "act", "factor": None}
+UNCALIBRATED: Mapping[str, Any] = MappingProxyType({"threshold": None, "beta": None, "rule": "act", "factor": None})
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -261,7 +263,7 @@ _TOP_KEYS = {  # each version's fields, in file order: version 2 has the rule an
 }  # fmt: skip
 
 
-def _rule_settings(f: _Fields, top: dict[str, Any], arm: str, has_map: bool) -> dict[str, Any]:
+def _rule_settings(f: _Fields, top: dict[str, Any], arm: str, has_map: bool) -> Mapping[str, Any]:
     """The calibration's parameters the manifest's version holds: ACT's threshold and beta, or the rule and factor."""
     if top["format_version"] == FIRST_TOKEN_VERSION:
         if arm != "first_token":

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,16 +23,16 @@ from act_eval.head_map import HeadMap, atomic_write_text, load_head_map, publish
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
     MANIFEST,
+    UNCALIBRATED,
     FewShot,
     HeadMapRef,
     Manifest,
     ModelInfo,
-    UNCALIBRATED,
     Seeds,
     Versions,
     parse_manifest,
 )
-from act_eval.leaderboard.recorded import RULE_KEYS, check_recorded_map, recorded_map
+from act_eval.leaderboard.recorded import check_recorded_map, recorded_map, run_settings
 from act_eval.models import embedded_model, model_identity
 from act_eval.samples import ICL_MANIFEST, Run, load_run, model_args_dict
 
@@ -116,12 +117,11 @@ def prepare_manifest(
     return atomic_write_text(target, text)
 
 
-def _settings(head_map: HeadMap | None, args: dict[str, Any]) -> dict[str, Any]:
+def _settings(head_map: HeadMap | None, args: dict[str, Any]) -> Mapping[str, Any]:
     """The manifest's calibration fields: the parameters the run used (the map's, unless ``act_*`` overrode them)."""
     if head_map is None:
         return UNCALIBRATED
-    used = {name: float(args.get(f"act_{name}", getattr(head_map, name))) for name in RULE_KEYS[head_map.rule]}
-    return {**UNCALIBRATED, "rule": head_map.rule, **used}
+    return {**UNCALIBRATED, "rule": head_map.rule, **run_settings(head_map, args)}
 
 
 def weights_hash(pretrained: str) -> str | None:

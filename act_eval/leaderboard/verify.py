@@ -36,7 +36,7 @@ from typing import Any
 from act_eval.head_map import HeadMapError, load_head_map
 from act_eval.leaderboard import SubmissionError
 from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manifest, read_manifest
-from act_eval.leaderboard.recorded import RULE_KEYS, RecordedMap, check_recorded_map, recorded_map
+from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map, run_settings
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
 from act_eval.models import model_identity
 from act_eval.recalibrate import CALIBRATION_KEY, check_calibrated
@@ -371,9 +371,8 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
         raise SubmissionError(
             "head-map", f"head map {ref.name!r} has rule {head_map.rule}, the manifest ({manifest.arm} arm) says {manifest.rule}"
         )
-    params = RULE_KEYS[head_map.rule]
-    for name in params:
-        used = float(args.get(f"act_{name}", getattr(head_map, name)))
+    params = run_settings(head_map, args)
+    for name, used in params.items():
         if used != getattr(manifest, name):
             raise SubmissionError(
                 "head-map", f"the run used {name} {used:g}, the manifest says {getattr(manifest, name):g}"
