@@ -20,9 +20,9 @@ is the mean over seeds, its spread the standard deviation over seeds (ddof=1), a
 per-document values for the paired tests are correctness averaged over seeds.
 
 Rivals are single runs re-scored by a label prior (``act-eval calibrate``: contextual or batch
-calibration, :mod:`act_eval.label_prior`), named from what their results file records (batch
-calibration's name says it is transductive). Each arm is compared with the baseline; with an ACT
-run, ACT is also compared with ICL and with every rival.
+calibration, :mod:`act_eval.label_prior`), or ``hf-act`` runs of a first-token head map, named from
+what their results file records (batch calibration's name says it is transductive). Each arm is
+compared with the baseline; with an ACT run, ACT is also compared with ICL and with every rival.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from act_eval.label_prior import arm_name
 from act_eval.samples import Run, TaskSamples, check_paired, read_task_samples, select_tasks
 
 AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")
+FIRST_TOKEN = "first-token"  # the arm name of a first-token scaling run (ZeroTuning's idea, a head map's rule)
 FORMATS = ("markdown", "json", "csv")
 # lm-eval registry names of the pair aggregations act-eval can name explicitly
 _REGISTRY_NAMES = {"f1": "f1", "mcc": "matthews_corrcoef"}
@@ -138,7 +139,7 @@ def compare_runs(
     stats.adjust_p_values([], adjust)  # validates the name before any work
     if act is None and not icl and not rivals:
         raise ValueError("nothing to compare with the baseline: give an ACT run, ICL runs or a rival")
-    rival_arms = [Arm(_rival_name(run), (run,)) for run in rivals]
+    rival_arms = [Arm(rival_name(run), (run,)) for run in rivals]
     names = [arm.name for arm in rival_arms]
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
@@ -218,10 +219,18 @@ def _icl_name(icl: Sequence[Run], task: str) -> str:
     return f"icl-{icl[0].n_shot(task)}shot" + (f"+{calibrated}" if calibrated else "")
 
 
-def _rival_name(run: Run) -> str:
-    name = arm_name(run.results.get("config", {}))
+def rival_name(run: Run) -> str:
+    """A rival's arm name: its label calibration's (``act-eval calibrate``), else :data:`FIRST_TOKEN` for a run
+    of a first-token head map (``hf-act`` records the map's rule in ``config.act``)."""
+    config = run.results.get("config", {})
+    name, act = arm_name(config), config.get("act")
+    if name is None and isinstance(act, dict) and act.get("rule") == "first_token":
+        return FIRST_TOKEN
     if name is None:
-        raise ValueError(f"{run} records no calibration (config.calibration): make a rival with `act-eval calibrate`")
+        raise ValueError(
+            f"{run} records no calibration (config.calibration, or a first-token map in config.act): make a rival "
+            "with `act-eval calibrate`, or run hf-act with a first-token head map"
+        )
     return name
 
 

@@ -41,7 +41,7 @@ class Inspection:
     source: dict[str, Any]  # {"text": ...} or {"task": ..., "doc_id": ..., "text": ...}
     tokens: list[str]  # each token decoded on its own
     threshold: float
-    head_map: dict[str, Any] | None  # name, hash, beta, calibrated heads; None without calibration
+    head_map: dict[str, Any] | None  # name, hash, rule and its parameter (beta or factor), heads; None without calibration
     layers: list[int]  # layers drawn
     heads: list[int]  # heads drawn in each layer
     detail_heads: list[tuple[int, int]]  # (layer, head) drawn large, every token labelled
@@ -134,6 +134,13 @@ def _pass_record(capture: Capture, tokenizer: Any) -> dict[str, Any]:
     }
 
 
+def _rule_text(head_map: dict[str, Any]) -> str:
+    """The map's rule and its parameter in words: ACT's beta, or first-token scaling's factor."""
+    if head_map["rule"] == "act":
+        return f"ACT, beta {head_map['beta']:g}"
+    return f"first-token scaling, factor {head_map['factor']:g}"
+
+
 def _source_line(source: dict[str, Any]) -> str:
     return f"{source['task']} doc {source['doc_id']}" if "task" in source else "text input"
 
@@ -170,7 +177,7 @@ def _page(out: Path, inspection: Inspection, manifest: dict[str, Any], labels: l
     )
     hm = inspection.head_map
     calibration = (
-        f"head map {esc(hm['name'])} ({hm['calibrated_heads']} heads, beta {hm['beta']:g}, {esc(hm['content_hash'][:19])})"
+        f"head map {esc(hm['name'])} ({hm['calibrated_heads']} heads, {_rule_text(hm)}, {esc(hm['content_hash'][:19])})"
         if hm
         else "no calibration (give --head-map or --act-heads to see its effect)"
     )

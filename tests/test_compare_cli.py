@@ -252,6 +252,9 @@ def test_a_first_token_run_is_checked_against_its_map(runs, capsys, tmp_path):
     results.write_text(json.dumps(data))
     run_json(capsys, runs.base, act)
     assert "note" not in capsys.readouterr().err
+    # a rival of its own: paired with the baseline and with ACT
+    rows = run_json(capsys, runs.base, runs.act, "--rival", act)["rows"]
+    assert {r["comparison"] for r in rows} == {"act vs baseline", "first-token vs baseline", "act vs first-token"}
     data["config"]["model_args"]["act_factor"] = 0.5
     results.write_text(json.dumps(data))
     assert error_of(capsys, runs.base, act) == (

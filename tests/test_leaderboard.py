@@ -48,6 +48,7 @@ class Runs:
     base_b: Path
     act_b: Path
     limited: Path
+    first_token_a: Path  # tiny-a with a first-token map (its calibration recorded, as hf-act writes it)
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +67,11 @@ def runs(tmp_path_factory, data_dir) -> Runs:
             heads={0: (1,)}, name=f"{model}.classification", task_family="classification",
         )  # fmt: skip
         maps[model] = hm.save(out / "maps" / f"{model}.classification.json")
+    first_token = HeadMap(
+        model="test/tiny-a", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1,
+        heads={1: (0,)}, name="tiny-a.ft", task_family="classification", rule="first_token", factor=2.0,
+    )  # fmt: skip
+    maps["tiny-a.ft"] = first_token.save(out / "maps" / "tiny-a.ft.json")
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     tm = TaskManager(include_path=[str(resource_dir("tasks"))], include_defaults=False)
 
@@ -94,8 +100,10 @@ def runs(tmp_path_factory, data_dir) -> Runs:
             base_b=evaluate("base_b", 3),
             act_b=evaluate("act_b", 4, maps["tiny-b"]),
             limited=evaluate("limited", 5, tasks="act_open_qa_lite", limit=10),
+            first_token_a=evaluate("first_token_a", 6, maps["tiny-a.ft"]),
         )
-    for path in (r.base_a, r.act_a, r.icl_a, r.limited):
+    record_calibration(load_run(r.first_token_a).results_path, first_token)
+    for path in (r.base_a, r.act_a, r.icl_a, r.limited, r.first_token_a):
         prepare(path, "test/tiny-a")
     for path in (r.base_b, r.act_b):
         prepare(path, "test/tiny-b")
@@ -176,6 +184,7 @@ def test_manifest_is_written_from_what_the_run_records(runs):
     assert act["head_map"] == {"name": "tiny-a.classification", "content_hash": map_file["content_hash"]}
     assert (runs.act_a / "head_map.json").read_bytes() == runs.maps["tiny-a"].read_bytes()
     assert (act["threshold"], act["beta"]) == (map_file["threshold"], map_file["beta"])
+    assert act["format_version"] == base["format_version"] == 1 and "rule" not in act and "factor" not in act
     # ICL: one run per few-shot seed, in the order of icl.json
     assert icl["fewshot"]["num_fewshot"] == 1 and icl["fewshot"]["seeds"] == [0, 1] and len(icl["runs"]) == 2
 
@@ -411,6 +420,152 @@ def test_a_published_map_edited_after_the_run_is_refused(runs, tmp_path, capsys,
     assert message in capsys.readouterr().err
 
 
+# ----------------------------------------------------------------------------- first-token scaling: an arm of its own
+
+
+def test_a_first_token_manifest_records_the_rule_and_factor(runs):
+    manifest = json.loads((runs.first_token_a / "manifest.json").read_text())
+    ran = load_head_map(runs.maps["tiny-a.ft"])
+    assert manifest["format_version"] == 2 and manifest["arm"] == "first_token"
+    assert (manifest["rule"], manifest["factor"]) == ("first_token", 2.0)
+    assert "threshold" not in manifest and "beta" not in manifest  # ACT's parameters, which the run never used
+    assert manifest["head_map"] == {"name": "tiny-a.ft", "content_hash": ran.content_hash}
+    assert (runs.first_token_a / "head_map.json").read_bytes() == runs.maps["tiny-a.ft"].read_bytes()
+    assert list(manifest)[4:7] == ["head_map", "rule", "factor"]  # where version 1 has threshold and beta
+
+
+def test_every_accepted_manifest_reads_back_byte_for_byte():
+    """The committed board's manifests (ACT's among them) are version 1 files exactly as this act-eval writes them."""
+    from act_eval.leaderboard.manifest import read_manifest
+
+    manifests = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "submissions").glob("*/manifest.json"))
+    assert manifests
+    for path in manifests:
+        manifest = read_manifest(path.parent)
+        assert manifest.format_version == 1 and manifest.to_json() == path.read_text(encoding="utf-8"), path
+
+
+@pytest.fixture(scope="module")
+def first_token_board(runs, tmp_path_factory) -> Path:
+    """tiny-a's baseline, ACT and first-token runs accepted and built into a board."""
+    root = tmp_path_factory.mktemp("first_token_board") / "leaderboard"
+    assert submit(root, runs.first_token_a, "--baseline", str(runs.base_a)) == 0
+    assert submit(root, runs.act_a) == 0
+    assert main(["leaderboard", "build", "--root", str(root), "--resamples", "200"]) == 0
+    return root
+
+
+def test_a_first_token_run_is_accepted_as_its_own_arm(runs, tmp_path, capsys):
+    root = tmp_path / "board"
+    assert submit(root, runs.first_token_a, "--baseline", str(runs.base_a)) == 0
+    out = capsys.readouterr().out
+    ran = load_head_map(runs.maps["tiny-a.ft"])
+    ids = sorted(p.name for p in (root / "submissions").iterdir())
+    assert [i.split(".")[1] for i in ids] == ["baseline", "first-token-tiny-a"] and ".ft.act_classification_lite." in ids[1]
+    assert f"first-token scaling (tiny-a.ft) of test/tiny-a on {SUITE}: 1 run(s), 9 task(s)" in out
+    assert (
+        f"head map tiny-a.ft (head_map.json): the calibration the run recorded ({ran.content_hash[:19]}..., 1 head(s), "
+        "rule first_token, factor 2) is this map file's (content hash, heads, rule, factor)" in out
+    )
+    stored = json.loads(next((root / "submissions").glob("*first-token*/manifest.json")).read_text())
+    assert {k: stored[k] for k in ("arm", "rule", "factor")} == {"arm": "first_token", "rule": "first_token", "factor": 2.0}
+    # the same run again is a duplicate; an ACT run of the same model is another arm, not one
+    assert submit(root, runs.first_token_a) == 2
+    assert "refused (duplicate)" in capsys.readouterr().err
+    assert submit(root, runs.act_a) == 0
+    assert main(["leaderboard", "verify", "--root", str(root)]) == 0
+    assert "3 of 3 accepted submission(s) verified" in capsys.readouterr().out
+
+
+def test_the_board_shows_first_token_scaling_paired_with_the_baseline(runs, first_token_board):
+    data = json.loads((first_token_board / "leaderboard.json").read_text())
+    (section,) = data["sections"]
+    rows = {r["arm"]: r for r in section["rows"]}
+    scaled = rows["first_token"]
+    assert scaled["label"] == "first-token scaling (tiny-a.ft)" and scaled["kind"] == "first_token"
+    diff = family_mean(runs.first_token_a) - family_mean(runs.base_a)
+    assert scaled["families"][SUITE]["diff"] == pytest.approx(diff)
+    assert scaled["families"][SUITE]["p"] is not None
+    (comparison,) = section["comparisons"]
+    assert comparison["rivals"] == [scaled["id"]] and comparison["act"] == rows["act"]["id"]
+    names = {r["comparison"] for r in comparison["report"]["rows"]}
+    assert names == {"act vs baseline", "first-token vs baseline", "act vs first-token"}
+    (winner,) = section["winners"]
+    assert set(winner["cells"]) == {"baseline", "act", "first_token"}
+    assert winner["cells"]["first_token"]["diff"] == pytest.approx(diff)
+    assert [g["submission"] for g in section["gains"]] == [rows["act"]["id"]] * 9  # the ACT view stays ACT's
+    readme = (first_token_board / "README.md").read_text()
+    assert "| tiny-a | first-token scaling (tiny-a.ft) | act_classification_lite |" in readme
+    assert "| model | family | baseline | ACT | first-token scaling | best arm |" in readme
+    html = (first_token_board / "index.html").read_text()
+    assert "first-token scaling (tiny-a.ft)" in html and "first-token scaling" in html
+
+
+def _edited_factor(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "edited_factor")
+    rewrite_json(run / "manifest.json", lambda m: m.update({"factor": 3.0}))
+    return run
+
+
+def _recorded_factor(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "recorded_factor")  # the results file claims another factor than the map's
+    rewrite_json(load_run(run).results_path, lambda r: r["config"]["act"].update({"factor": 3.0}))
+    return run
+
+
+def _recorded_rule(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "recorded_rule")  # the record claims ACT ran the map's heads
+
+    def claim_act(results: dict) -> None:
+        block = results["config"]["act"]
+        del block["factor"]
+        block.update({"rule": "act", "threshold": 0.1, "beta": 0.4})
+
+    rewrite_json(load_run(run).results_path, claim_act)
+    return run
+
+
+def _no_record(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "no_record")
+    rewrite_json(load_run(run).results_path, lambda r: r["config"].pop("act"))
+    return run
+
+
+def _first_token_as_act(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "as_act")  # a version 1 ACT manifest for a first-token run: ACT's defaults would pass
+
+    def as_act(manifest: dict) -> None:
+        del manifest["rule"], manifest["factor"]
+        manifest.update({"format_version": 1, "arm": "act", "threshold": 0.1, "beta": 0.4})
+
+    rewrite_json(run / "manifest.json", as_act)
+    return run
+
+
+def _edited_first_token_map(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "edited_ft_map")
+    ran = load_head_map(run / "head_map.json")
+    HeadMap(**{**{k: getattr(ran, k) for k in ran.__dataclass_fields__}, "factor": 3.0, "source": ""}).save(run / "head_map.json")
+    return run
+
+
+def _first_token_version_1(runs: Runs, tmp: Path) -> Path:
+    run = copy(runs.first_token_a, tmp, "ft_version_1")
+    rewrite_json(run / "manifest.json", lambda m: m.update({"format_version": 1}))
+    return run
+
+
+FIRST_TOKEN_REFUSALS = {
+    "first-token: edited factor": (_edited_factor, "head-map", "the run used factor 2, the manifest says 3"),
+    "first-token: recorded factor": (_recorded_factor, "head-map", "head map tiny-a.ft: the run used factor 3, the run's settings give the map's 2"),
+    "first-token: recorded rule": (_recorded_rule, "head-map", "head map tiny-a.ft: the run recorded rule act, the map's rule is first_token"),
+    "first-token: no record": (_no_record, "head-map", "records no calibration (config.act): a first_token run of hf-act records"),
+    "first-token: as an ACT run": (_first_token_as_act, "head-map", "head map 'tiny-a.ft' has rule first_token, the manifest (act arm) says act"),
+    "first-token: map edited": (_edited_first_token_map, "head-map", "the map was edited after the run"),
+    "first-token: version 1": (_first_token_version_1, "manifest", "lacks threshold, beta"),
+}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -542,6 +697,7 @@ REFUSALS = {
     "duplicate: same samples": (_same_samples, "duplicate", "identical to those of accepted submission tiny-a.baseline"),
     "duplicate: same configuration": (_same_configuration, "duplicate", "already holds baseline results of test/tiny-a"),
     "prompts differ from the baseline": (_other_prompts, "pairing", "act_cb_lite: 56 of 56 prompts differ"),
+    **FIRST_TOKEN_REFUSALS,
 }  # fmt: skip
 
 
@@ -650,7 +806,7 @@ def test_board_files_are_written_and_self_contained(board):
         assert f"plots/{plot.name}" in readme
     assert html.count("data:image/png;base64,") == len(plots)
     assert 'src="http' not in html and "<link" not in html, "the page loads nothing from elsewhere"
-    assert "## Submission format (version 1)" in readme and "| tiny-a | ACT (tiny-a.classification) |" in readme
+    assert "## Submission format (versions 1 and 2)" in readme and "| tiny-a | ACT (tiny-a.classification) |" in readme
     assert "### Which model gains most from ACT" in readme
     assert not [p for p in board.rglob(".*")]
 

@@ -215,6 +215,34 @@ def test_inspect_and_sinks_commands_agree_on_a_tiny_model(arch: str, tmp_path: P
     assert min(png_shape(tmp_path / "sinks" / "sinks.png")) > 100
 
 
+def test_inspect_reports_a_first_token_maps_rule_and_factor(tmp_path: Path, capsys):
+    """A first-token map has no beta: inspect reports its rule and factor, and --beta is refused for it."""
+    from act_eval.attention import model_shape
+    from act_eval.head_map import HeadMap
+
+    model = save_tiny("llama", tmp_path / "model")
+    shape = model_shape(tiny_model("llama"))
+    hm = HeadMap(model=model, heads={0: (1,), 2: (0, 3)}, name="tiny.ft", rule="first_token", factor=0.5, **shape)
+    path = hm.save(tmp_path / "tiny.ft.json")
+    common = ["inspect", "--model", model, "--text", "the sentence is charming", "--head-map", path, "--layers", "0"]
+    run_cli(*common, "--threshold", "0.08", "--out", tmp_path / "map")
+    manifest = check_outputs_open(tmp_path / "map")
+    assert manifest["head_map"] == {
+        "name": "tiny.ft", "content_hash": hm.content_hash, "calibrated_heads": 3, "rule": "first_token",
+        "factor": 0.5, "heads": {"0": [1], "2": [0, 3]},
+    }  # fmt: skip
+    assert manifest["threshold"] == 0.08  # marks the sinks drawn; the map has no threshold
+    assert "3 heads, first-token scaling, factor 0.5" in (tmp_path / "map" / "inspect.html").read_text()
+    run_cli(*common, "--factor", "2", "--out", tmp_path / "factor")
+    assert check_outputs_open(tmp_path / "factor")["head_map"]["factor"] == 2.0
+    assert cli.main([str(a) for a in (*common, "--beta", "0.3")]) == 2
+    assert "act_beta applies to ACT maps" in capsys.readouterr().err
+    # an ACT map (inline heads) still reports ACT's beta
+    run_cli("inspect", "--model", model, "--text", "a b", "--head-map", "[[0, 1]]", "--layers", "0", "--out", tmp_path / "act")
+    act = check_outputs_open(tmp_path / "act")["head_map"]
+    assert (act["rule"], act["beta"]) == ("act", 0.4) and "factor" not in act
+
+
 def test_text_input_and_bad_options(tmp_path: Path, capsys):
     model = save_tiny("llama", tmp_path / "model")
     run_cli("inspect", "--model", model, "--text", "the sentence . " * 60, "--layers", "1", "--out", tmp_path / "long")
@@ -225,6 +253,8 @@ def test_text_input_and_bad_options(tmp_path: Path, capsys):
     assert "--layers 7: out of range" in capsys.readouterr().err
     assert cli.main(["inspect", "--model", model, "--text", "a", "--beta", "0.3"]) == 2
     assert "--beta needs --head-map" in capsys.readouterr().err
+    assert cli.main(["inspect", "--model", model, "--text", "a", "--factor", "2"]) == 2
+    assert "--factor needs --head-map" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=[],
         metavar="RUN",
-        help="runs from `act-eval calibrate` (contextual / batch calibration), each an arm of its own",
+        help="runs from `act-eval calibrate` (contextual / batch calibration) or hf-act runs of a first-token head map, "
+        "each an arm of its own",
     )
     parser.add_argument("--tasks", nargs="+", help="compare these tasks only (default: all, which must match)")
     parser.add_argument("--metric", default="acc", help="per-document metric to compare (default: acc)")

@@ -1,4 +1,4 @@
-"""``act-eval inspect``: one input's attention heatmaps per layer and head, sinks marked, before and after ACT."""
+"""``act-eval inspect``: one input's attention heatmaps per layer and head, sinks marked, before and after calibration."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inspect",
         help="attention heatmaps of one input with the sinks marked, before and after calibration",
         description="Draw every selected head's attention on one input with its sink set marked (PNG files and one "
-        "self-contained HTML page). With --head-map, draw it again with ACT's calibration applied.",
+        "self-contained HTML page). With --head-map, draw it again with the map's calibration applied (ACT, or "
+        "first-token scaling for a first-token map).",
     )
     parser.add_argument("--model", required=True, help="embedded model name (act-eval models list), local path or hub id")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -24,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--head-map", help="calibrate: published map name, JSON file, or inline heads like '[[10, 2], [12, 5]]'"
     )
     parser.add_argument("--threshold", type=float, help="sink threshold (default: the head map's, else 0.1)")
-    parser.add_argument("--beta", type=float, help="calibration beta (default: the head map's, else 0.4)")
+    parser.add_argument("--beta", type=float, help="ACT maps: calibration beta (default: the head map's, else 0.4)")
+    parser.add_argument(
+        "--factor", type=float, help="first-token maps: the first token's attention factor (default: the map's)"
+    )
     parser.add_argument("--layers", type=int, nargs="+", help="layers to draw (default: all)")
     parser.add_argument(
         "--heads", type=int, nargs="+", help="heads to draw (default: all); also drawn large, every token labelled"
@@ -40,14 +44,15 @@ def _run(args: argparse.Namespace) -> int:
     from act_eval.attention import enable_act, model_shape
     from act_eval.calibration import DEFAULT_THRESHOLD
     from act_eval.capture import capture_attention, load_model
-    from act_eval.head_map import check_threshold
+    from act_eval.head_map import check_threshold, resolve_head_map
     from act_eval.inspect_report import Inspection, write_inspection
     from act_eval.task_prompts import doc_prompt, encode, load_tasks, token_strings
 
     if args.text is not None and args.doc != 0:
         raise ValueError("--doc goes with --task, not --text")
-    if args.head_map is None and args.beta is not None:
-        raise ValueError("--beta needs --head-map (it is the calibration's)")
+    for option, value in (("--beta", args.beta), ("--factor", args.factor)):
+        if args.head_map is None and value is not None:
+            raise ValueError(f"{option} needs --head-map (it is the calibration's)")
     if args.task is not None:
         tasks = load_tasks([args.task], args.include_path, args.builtin_tasks)
         if len(tasks) != 1:
@@ -69,13 +74,18 @@ def _run(args: argparse.Namespace) -> int:
     head_map = None
     threshold = DEFAULT_THRESHOLD if args.threshold is None else check_threshold(args.threshold)
     if args.head_map is not None:
-        controller = enable_act(model, args.head_map, threshold=args.threshold, beta=args.beta, model_id=identity)
-        hm, threshold = controller.head_map, controller.threshold
+        hm = resolve_head_map(args.head_map, model_id=identity, **shape)
+        act = hm.rule == "act"  # a first-token map's threshold only marks the sinks drawn: not the map's setting
+        controller = enable_act(
+            model, hm, threshold=args.threshold if act else None, beta=args.beta, factor=args.factor, model_id=identity
+        )
+        threshold = controller.threshold if act else threshold
         head_map = {
             "name": hm.name or hm.source or "inline",
             "content_hash": hm.content_hash,
             "calibrated_heads": hm.num_calibrated,
-            "beta": controller.beta,
+            "rule": hm.rule,
+            **({"beta": controller.beta} if act else {"factor": controller.factor}),
             "heads": {str(layer): list(h) for layer, h in sorted(hm.heads.items())},
         }
     before = capture_attention(model, input_ids, calibrate=False, threshold=threshold, layers=layers)

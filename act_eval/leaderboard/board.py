@@ -8,8 +8,8 @@ submissions of the same model (id, revision or file hash) and subset, on the sam
 aggregate. ICL values are means over few-shot seeds.
 
 Differences and their significance come from :func:`act_eval.compare.compare_runs`, once per
-model, family and ACT submission (with the model's ICL submission and its label-prior rivals on
-that family, if any; without an ACT submission, once for the other arms): paired bootstrap
+model, family, ACT submission and first-token submission (with the model's ICL submission and its
+label-prior rivals on that family, if any; without either, once for the other arms): paired bootstrap
 intervals, McNemar or permutation p-values, Holm-adjusted across the family's tasks; a family's
 difference is compare's group mean (stratified tests, unadjusted). Per model and family,
 :class:`FamilyWinner` says which arm scores highest (batch calibration is marked transductive:
@@ -18,14 +18,15 @@ it uses the test inputs).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from act_eval.compare import Report, compare_runs
+from act_eval.compare import Report, compare_runs, rival_name
 from act_eval.compare import Row as CompareRow
-from act_eval.label_prior import LABELS, arm_name
+from act_eval.label_prior import LABELS
 from act_eval.leaderboard.manifest import ARMS, CALIBRATED_ARMS
 from act_eval.leaderboard.store import Accepted
 
@@ -36,6 +37,7 @@ KINDS = {
     "act": "ACT",
     "icl": "ICL",
     **LABELS,
+    "first_token": "first-token scaling",
     **{f"act+{arm}": f"ACT + {label}" for arm, label in LABELS.items()},
 }
 ADJUST = "holm"  # p-value adjustment across a family's tasks
@@ -82,7 +84,7 @@ class Detail:
     baseline: str
     act: str | None
     icl: str | None
-    rivals: tuple[str, ...]  # label-prior rival submissions
+    rivals: tuple[str, ...]  # label-prior rival submissions, and a first-token one
     report: Report
     plot: str  # file name under plots/
 
@@ -193,41 +195,48 @@ def _section(subset: str, entries: list[Accepted], n_resamples: int, seed: int, 
             if not arms["baseline"]:
                 continue
             base = arms["baseline"][0]
-            rivals = [e for arm in CALIBRATED_ARMS for e in arms[arm]]
-            for act in arms["act"] or [None]:
-                for icl in arms["icl"] or [None]:
-                    if act is None and icl is None and not rivals:
-                        continue
-                    report = compare_runs(
-                        base.runs[0],
-                        act.runs[0] if act else None,
-                        icl.runs if icl else (),
-                        rivals=[r.runs[0] for r in rivals],
-                        tasks=tasks,
-                        metric=metrics[family],
-                        filter_name=base.tasks[tasks[0]].filter,
-                        n_resamples=n_resamples,
-                        seed=seed,
-                        adjust=ADJUST,
-                        alpha=alpha,
-                    )
-                    with_icl = f".with-icl-{icl.fingerprint.removeprefix('sha256:')[:8]}" if icl else ""
-                    plot = f"forest.{act.id if act else base.id}{with_icl}.{family_label(family)}.png"
-                    details.append(
-                        Detail(
-                            key[0], family, base.id, act.id if act else None, icl.id if icl else None,
-                            tuple(r.id for r in rivals), report, plot,
-                        )  # fmt: skip
-                    )
-                    if act:
-                        _fill(rows[act.id], family, tasks, report, ACT_VS_BASELINE)
-                    if icl:
-                        _fill(rows[icl.id], family, tasks, report, f"icl-{icl.manifest.fewshot.num_fewshot}shot vs baseline")
-                    for rival in rivals:
-                        _fill(rows[rival.id], family, tasks, report, f"{arm_name(rival.runs[0].results['config'])} vs baseline")
+            calibrated = [e for arm in CALIBRATED_ARMS for e in arms[arm]]
+            # one first-token submission per comparison, as one ACT submission: compare names each arm once
+            combos = itertools.product(arms["act"] or [None], arms["icl"] or [None], arms["first_token"] or [None])
+            for act, icl, scaled in combos:
+                rivals = calibrated + ([scaled] if scaled else [])
+                if act is None and icl is None and not rivals:
+                    continue
+                report = compare_runs(
+                    base.runs[0],
+                    act.runs[0] if act else None,
+                    icl.runs if icl else (),
+                    rivals=[r.runs[0] for r in rivals],
+                    tasks=tasks,
+                    metric=metrics[family],
+                    filter_name=base.tasks[tasks[0]].filter,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                    adjust=ADJUST,
+                    alpha=alpha,
+                )
+                details.append(
+                    Detail(
+                        key[0], family, base.id, act.id if act else None, icl.id if icl else None,
+                        tuple(r.id for r in rivals), report, _plot_name(base, act, icl, scaled, family),
+                    )  # fmt: skip
+                )
+                if act:
+                    _fill(rows[act.id], family, tasks, report, ACT_VS_BASELINE)
+                if icl:
+                    _fill(rows[icl.id], family, tasks, report, f"icl-{icl.manifest.fewshot.num_fewshot}shot vs baseline")
+                for rival in rivals:
+                    _fill(rows[rival.id], family, tasks, report, f"{rival_name(rival.runs[0])} vs baseline")
     gains = _gains(details, {e.id: e for e in entries})
     winners = _winners(list(rows.values()), families)
     return Section(subset, families, metrics, list(rows.values()), details, gains, _model_gains(gains, alpha), winners)
+
+
+def _plot_name(base: Accepted, act: Accepted | None, icl: Accepted | None, scaled: Accepted | None, family: str) -> str:
+    """One forest plot per comparison: named after its ACT (else baseline) submission and the ICL and first-token ones."""
+    with_icl = f".with-icl-{icl.fingerprint.removeprefix('sha256:')[:8]}" if icl else ""
+    with_scaled = f".with-first-token-{scaled.fingerprint.removeprefix('sha256:')[:8]}" if scaled else ""
+    return f"forest.{act.id if act else base.id}{with_icl}{with_scaled}.{family_label(family)}.png"
 
 
 def _covers(entry: Accepted, tasks: list[str]) -> bool:

@@ -81,8 +81,9 @@ def page(board: Board, plots: Path) -> str:
     body = [
         "<h1>act-eval leaderboard</h1>",
         '<p class="note">Verified lm-eval runs of the act-eval suites: baseline, ACT (<code>hf-act</code> with a head map), '
-        "k-shot ICL and the label-prior rivals (contextual calibration; batch calibration, which is transductive: its "
-        "prior is the mean over the test inputs), per model. Values are each family's primary metric in points (unweighted mean over its tasks); "
+        "k-shot ICL, the label-prior rivals (contextual calibration; batch calibration, which is transductive: its "
+        "prior is the mean over the test inputs) and first-token attention scaling (<code>hf-act</code> with a "
+        "first-token head map), per model. Values are each family's primary metric in points (unweighted mean over its tasks); "
         "&Delta; is the difference from the same model's baseline on the same documents, with its significance from "
         f"<code>act_eval.compare</code> (green/red: p &lt; {board.alpha:g}; hover for the interval and test). "
         "Click a column header to sort.</p>",

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 from typing import Any
 
-from act_eval.head_map import HeadMapError, check_beta, check_threshold
+from act_eval.head_map import HeadMapError, check_beta, check_factor, check_threshold
 from act_eval.label_prior import LABELS
 from act_eval.leaderboard import SubmissionError
 
 FORMAT = "act-eval-submission"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # every arm but first_token: ACT's threshold and beta
+# a run of a first-token head map: its rule and factor in place of threshold and beta, so that a
+# reader of version 1 refuses it rather than take it for an uncalibrated arm
+FIRST_TOKEN_VERSION = 2
 MANIFEST = "manifest.json"
 HEAD_MAP_FILE = "head_map.json"  # an unpublished head map travels with its submission
-ARMS = ("baseline", "act", "icl", "contextual", "batch")
+ARMS = ("baseline", "act", "icl", "contextual", "batch", "first_token")
 # the label-prior rivals (``act-eval calibrate``): one run re-scored from a baseline or ACT run's samples
 CALIBRATED_ARMS = tuple(LABELS)
 SUBSETS = ("full", "lite")
+# the manifest's calibration fields of a run without a head map; a map's run sets its rule's parameters
+UNCALIBRATED: Mapping[str, Any] = MappingProxyType({"threshold": None, "beta": None, "rule": "act", "factor": None})
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
@@ -92,9 +99,17 @@ class Manifest:
     hardware: str
     date: str
     runs: tuple[str, ...]  # results files, relative to the submission directory
+    rule: str = "act"  # the head map's rule: "first_token" only in a version 2 manifest (the first_token arm)
+    factor: float | None = None  # first_token: the factor the run scaled the first token's attention by
+
+    @property
+    def format_version(self) -> int:
+        return FORMAT_VERSION if self.rule == "act" else FIRST_TOKEN_VERSION
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(self)}, indent=2) + "\n"
+        """The manifest file: a version 1 manifest exactly as before first-token runs existed, byte for byte."""
+        data = {"format": FORMAT, "format_version": self.format_version, **asdict(self)}
+        return json.dumps({key: data[key] for key in _TOP_KEYS[self.format_version]}, indent=2) + "\n"
 
     @property
     def model_key(self) -> tuple[str, str | None, str | None, str]:
@@ -105,7 +120,7 @@ class Manifest:
     def configuration(self) -> tuple[Any, ...]:
         """Two submissions of one model with this equal and a task in common are duplicates."""
         head_map = self.head_map.content_hash if self.head_map else None
-        return (self.model_key, self.arm, head_map, self.threshold, self.beta, self.fewshot.num_fewshot)
+        return (self.model_key, self.arm, head_map, self.threshold, self.beta, self.factor, self.fewshot.num_fewshot)
 
     @property
     def arm_label(self) -> str:
@@ -114,6 +129,8 @@ class Manifest:
             return act + LABELS[self.arm]
         if self.arm == "act" and self.head_map:
             return f"ACT ({self.head_map.name})"
+        if self.arm == "first_token" and self.head_map:
+            return f"first-token scaling ({self.head_map.name})"
         if self.arm == "icl":
             return f"ICL {self.fewshot.num_fewshot}-shot × {len(self.runs)} seeds"
         return "baseline"
@@ -149,11 +166,13 @@ def read_manifest(directory: Path) -> Manifest:
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     """Validate a parsed manifest; every problem names its field."""
     f = _Fields(where)
-    top = f.object(data, "", _TOP_KEYS)
+    version = data.get("format_version") if isinstance(data, dict) else FORMAT_VERSION
+    if version not in tuple(_TOP_KEYS):  # a tuple: a malformed version may be unhashable
+        read = " and ".join(map(str, _TOP_KEYS))
+        f.fail("format_version", f"must be {read} (the versions this act-eval reads)", version)
+    top = f.object(data, "", _TOP_KEYS[version])
     if top["format"] != FORMAT:
         f.fail("format", f"must be {FORMAT!r}", top["format"])
-    if top["format_version"] != FORMAT_VERSION:
-        f.fail("format_version", f"must be {FORMAT_VERSION} (the version this act-eval reads)", top["format_version"])
     arm = f.choice(top["arm"], "arm", ARMS)
 
     m = f.object(top["model"], "model", ("id", "revision", "file_hash", "lm_eval_model", "model_args"))
@@ -175,16 +194,9 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     if top["head_map"] is not None:
         h = f.object(top["head_map"], "head_map", ("name", "content_hash"))
         head_map = HeadMapRef(f.text(h["name"], "head_map.name"), f.sha256(h["content_hash"], "head_map.content_hash"))
-    threshold, beta = top["threshold"], top["beta"]
-    if arm == "act" and head_map is None:
-        f.fail("head_map", "is required for the act arm (name and content_hash of the map the run used)", None)
-    if arm == "act" or (arm in CALIBRATED_ARMS and head_map is not None):  # a calibrated ACT run keeps its map
-        threshold = _calibration(f, "threshold", threshold, check_threshold)
-        beta = _calibration(f, "beta", beta, check_beta)
-    else:
-        for name, value in (("head_map", head_map), ("threshold", threshold), ("beta", beta)):
-            if value is not None:
-                f.fail(name, f"must be null for the {arm} arm (no calibration)", top[name])
+    if arm in ("act", "first_token") and head_map is None:
+        f.fail("head_map", f"is required for the {arm} arm (name and content_hash of the map the run used)", None)
+    settings = _rule_settings(f, top, arm, head_map is not None)
 
     runs = tuple(f.text(r, f"runs[{i}]") for i, r in enumerate(f.array(top["runs"], "runs")))
     for i, run in enumerate(runs):
@@ -226,8 +238,7 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
         arm=arm,
         model=model,
         head_map=head_map,
-        threshold=threshold,
-        beta=beta,
+        **settings,
         suite=f.text(top["suite"], "suite"),
         subset=f.choice(top["subset"], "subset", SUBSETS),
         tasks=tasks,
@@ -240,17 +251,45 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     )
 
 
-_TOP_KEYS = (
-    "format", "format_version", "arm", "model", "head_map", "threshold", "beta", "suite", "subset",
-    "tasks", "fewshot", "seeds", "versions", "hardware", "date", "runs",
-)  # fmt: skip
+_TOP_KEYS = {  # each version's fields, in file order: version 2 has the rule and factor where version 1 has threshold and beta
+    FORMAT_VERSION: (
+        "format", "format_version", "arm", "model", "head_map", "threshold", "beta", "suite", "subset",
+        "tasks", "fewshot", "seeds", "versions", "hardware", "date", "runs",
+    ),
+    FIRST_TOKEN_VERSION: (
+        "format", "format_version", "arm", "model", "head_map", "rule", "factor", "suite", "subset",
+        "tasks", "fewshot", "seeds", "versions", "hardware", "date", "runs",
+    ),
+}  # fmt: skip
 
 
-def _calibration(f: _Fields, name: str, value: Any, check: Any) -> float:
+def _rule_settings(f: _Fields, top: dict[str, Any], arm: str, has_map: bool) -> Mapping[str, Any]:
+    """The calibration's parameters the manifest's version holds: ACT's threshold and beta, or the rule and factor."""
+    if top["format_version"] == FIRST_TOKEN_VERSION:
+        if arm != "first_token":
+            f.fail("arm", "must be first_token in a version 2 manifest (the run of a first-token head map)", arm)
+        if top["rule"] != "first_token":
+            f.fail("rule", "must be 'first_token' (the head map's rule)", top["rule"])
+        return {**UNCALIBRATED, "rule": "first_token", "factor": _calibration(f, arm, "factor", top["factor"], check_factor)}
+    if arm == "first_token":
+        f.fail("format_version", f"must be {FIRST_TOKEN_VERSION} for the first_token arm (rule and factor)", 1)
+    if arm == "act" or (arm in CALIBRATED_ARMS and has_map):  # a calibrated ACT run keeps its map
+        return {
+            **UNCALIBRATED,
+            "threshold": _calibration(f, arm, "threshold", top["threshold"], check_threshold),
+            "beta": _calibration(f, arm, "beta", top["beta"], check_beta),
+        }
+    for name in ("head_map", "threshold", "beta"):
+        if top[name] is not None:
+            f.fail(name, f"must be null for the {arm} arm (no calibration)", top[name])
+    return UNCALIBRATED
+
+
+def _calibration(f: _Fields, arm: str, name: str, value: Any, check: Any) -> float:
     try:
         return check(value)
     except HeadMapError as err:
-        f.fail(name, f"is invalid for the act arm ({err})", value)
+        f.fail(name, f"is invalid for the {arm} arm ({err})", value)
 
 
 class _Fields:

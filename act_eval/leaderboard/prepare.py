@@ -13,14 +13,17 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from act_eval import __version__
-from act_eval.head_map import atomic_write_text, load_head_map, published_dir
+from act_eval.head_map import HeadMap, atomic_write_text, load_head_map, published_dir
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
     MANIFEST,
+    UNCALIBRATED,
     FewShot,
     HeadMapRef,
     Manifest,
@@ -29,7 +32,7 @@ from act_eval.leaderboard.manifest import (
     Versions,
     parse_manifest,
 )
-from act_eval.leaderboard.recorded import check_recorded_map, recorded_map
+from act_eval.leaderboard.recorded import check_recorded_map, recorded_map, run_settings
 from act_eval.models import embedded_model, model_identity
 from act_eval.samples import ICL_MANIFEST, Run, load_run, model_args_dict
 
@@ -70,11 +73,13 @@ def prepare_manifest(
             "the run calibrated inline act_heads: save them as a head map and run with head_map= to submit"
         )
     calibration = config.get("calibration")  # written by `act-eval calibrate`: that method is the arm
-    arm = (
-        "icl" if icl.is_file() else calibration["method"] if calibration else "act" if "head_map" in args else "baseline"
-    )
-    suite_name = suite or infer_suite(first.results.get("group_subtasks", {}))
     head_map = load_head_map(args["head_map"]) if "head_map" in args else None
+    arm = (
+        "icl" if icl.is_file() else calibration["method"] if calibration else head_map.rule if head_map else "baseline"
+    )  # a map's rule is its run's arm: act or first_token
+    if head_map and head_map.rule != "act" and arm != head_map.rule:
+        raise ValueError(f"a {arm} run of the {head_map.rule} map {head_map.name} cannot be submitted (not an arm of the board yet)")
+    suite_name = suite or infer_suite(first.results.get("group_subtasks", {}))
     recorded = recorded_map(first)
     if head_map and recorded:  # refuse now, not at submit, a map edited since the run
         check_recorded_map(recorded, head_map, args)
@@ -89,8 +94,7 @@ def prepare_manifest(
             model_args=config.get("model_args"),
         ),
         head_map=HeadMapRef(head_map.name, head_map.content_hash) if head_map else None,
-        threshold=float(args.get("act_threshold", head_map.threshold)) if head_map else None,
-        beta=float(args.get("act_beta", head_map.beta)) if head_map else None,
+        **_settings(head_map, args),
         suite=suite_name,
         subset=load_suite(suite_name).subset,
         tasks=tuple(first.tasks),
@@ -111,6 +115,13 @@ def prepare_manifest(
     if head_map and Path(head_map.source).resolve().parent != published_dir().resolve():
         shutil.copyfile(head_map.source, run_dir / HEAD_MAP_FILE)  # the submission carries an unpublished map
     return atomic_write_text(target, text)
+
+
+def _settings(head_map: HeadMap | None, args: dict[str, Any]) -> Mapping[str, Any]:
+    """The manifest's calibration fields: the parameters the run used (the map's, unless ``act_*`` overrode them)."""
+    if head_map is None:
+        return UNCALIBRATED
+    return {**UNCALIBRATED, "rule": head_map.rule, **run_settings(head_map, args)}
 
 
 def weights_hash(pretrained: str) -> str | None:

@@ -98,11 +98,19 @@ def check_recorded_map(recorded: RecordedMap, head_map: HeadMap, model_args: dic
     own = {layer: tuple(sorted(h)) for layer, h in head_map.heads.items() if h}
     if recorded.heads != own:
         raise ValueError(f"head map {name}: the run calibrated heads {_heads(recorded.heads)}, the map has {_heads(own)}")
-    for param, used in recorded.settings.items():  # equal hashes: the map's rule is the recorded one
-        expected = float(model_args.get(f"act_{param}", getattr(head_map, param)))
+    if recorded.rule != head_map.rule:  # equal hashes, other rule: the record was edited
+        raise ValueError(f"head map {name}: the run recorded rule {recorded.rule}, the map's rule is {head_map.rule}")
+    expected_settings = run_settings(head_map, model_args)
+    for param, used in recorded.settings.items():
+        expected = expected_settings[param]
         if not math.isclose(used, expected, rel_tol=0, abs_tol=1e-12):
             source = f"act_{param}={expected:g}" if f"act_{param}" in model_args else f"the map's {expected:g}"
             raise ValueError(f"head map {name}: the run used {param} {used:g}, the run's settings give {source}")
+
+
+def run_settings(head_map: HeadMap, model_args: dict[str, Any]) -> dict[str, float]:
+    """The rule's parameters a run of ``head_map`` used (:data:`RULE_KEYS`): the map's, unless ``act_<name>`` overrode one."""
+    return {name: float(model_args.get(f"act_{name}", getattr(head_map, name))) for name in RULE_KEYS[head_map.rule]}
 
 
 def check_run_map(run: Run, given: Path) -> str | None:

@@ -9,7 +9,7 @@ one step; a refusal or a crash leaves ``<root>`` as it was (a killed copy leaves
 Besides :mod:`.verify`'s own checks, the store refuses
 
 ``duplicate``  samples identical to an accepted submission's, or an accepted submission of the
-               same model and configuration (arm, head map, threshold, beta, shots) that shares a task;
+               same model and configuration (arm, head map, threshold, beta or factor, shots) that shares a task;
 ``pairing``    documents (and, between baseline and ACT, prompts) that differ from an accepted
                submission of the same model on a shared task: the board could not compare them;
 ``baseline``   ``--baseline`` naming a run that is not a baseline of the same model.
@@ -189,6 +189,7 @@ def submission_id(manifest: Manifest, fingerprint: str) -> str:
         "icl": f"icl-{manifest.fewshot.num_fewshot}shot",
         "contextual": f"{act}+contextual-cal" if manifest.head_map else "contextual-cal",
         "batch": f"{act}+batch-cal" if manifest.head_map else "batch-cal",
+        "first_token": f"first-token-{manifest.head_map.name}" if manifest.head_map else "first-token",
     }[manifest.arm]
     slug = re.sub(r"[^a-z0-9._-]+", "-", f"{manifest.model.name}.{arm}".lower())
     return f"{slug}.{manifest.suite}.{fingerprint.removeprefix('sha256:')[:8]}"

@@ -12,9 +12,11 @@ In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
 ``doc-hash``       a document differs from the task data (lm-eval's ``doc_hash``);
 ``task-definition`` the run used another definition of a task than ``tasks/``;
 ``metric``         a metric in the results file differs from the one recomputed from the samples;
-``head-map``       the head map is not found, its content hash or model differs, or its
-                   threshold/beta are not the manifest's; for a run that recorded its calibration
-                   (``config.act``, :mod:`.recorded`), the map file must be the map that ran;
+``head-map``       the head map is not found, its content hash or model differs, or its rule and
+                   parameters (threshold and beta, or a first-token map's factor) are not the
+                   manifest's; for a run that recorded its calibration (``config.act``,
+                   :mod:`.recorded`), the map file must be the map that ran; a first-token run must
+                   have recorded it (``hf-act`` did before that rule existed);
 ``calibration``    a contextual or batch calibration run (``act-eval calibrate``) whose per-document
                    metrics or prior do not follow from its logged log-likelihoods
                    (:func:`act_eval.recalibrate.check_calibrated`), or a run of another arm that
@@ -34,7 +36,7 @@ from typing import Any
 from act_eval.head_map import HeadMapError, load_head_map
 from act_eval.leaderboard import SubmissionError
 from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manifest, read_manifest
-from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map
+from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map, run_settings
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
 from act_eval.models import model_identity
 from act_eval.recalibrate import CALIBRATION_KEY, check_calibrated
@@ -365,12 +367,22 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
             "head-map",
             f"head map {ref.name!r} was made for {head_map.model}, the submission's model is {manifest.model.id}",
         )
-    for name, own in (("threshold", head_map.threshold), ("beta", head_map.beta)):
-        used = float(args.get(f"act_{name}", own))
+    if head_map.rule != manifest.rule:
+        raise SubmissionError(
+            "head-map", f"head map {ref.name!r} has rule {head_map.rule}, the manifest ({manifest.arm} arm) says {manifest.rule}"
+        )
+    params = run_settings(head_map, args)
+    for name, used in params.items():
         if used != getattr(manifest, name):
             raise SubmissionError(
                 "head-map", f"the run used {name} {used:g}, the manifest says {getattr(manifest, name):g}"
             )
+    if recorded is None and head_map.rule != "act":
+        raise SubmissionError(
+            "head-map",
+            f"{runs[0]} records no calibration (config.act): a {head_map.rule} run of hf-act records its map, rule "
+            "and parameters, so this results file was not written by it",
+        )
     if recorded is None:
         return (
             f"head map {ref.name} ({where}): the results file records no calibration (a run made before hf-act "
@@ -379,7 +391,7 @@ def _check_head_map(path: Path, manifest: Manifest, runs: tuple[Run, ...]) -> st
         )
     return (
         f"head map {ref.name} ({where}): the calibration the run recorded ({recorded.describe()}) is this map "
-        "file's (content hash, heads, threshold, beta)"
+        f"file's (content hash, heads, {'' if head_map.rule == 'act' else 'rule, '}{', '.join(params)})"
     )
 
 
