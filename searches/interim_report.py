@@ -2,8 +2,8 @@
 agreement on the calibration examples whose exact confirmation is stored so far.
 
 The checkpoint does not store which task each example belongs to; the calibration slice is laid
-out task by task in the order of ``--tasks``, so the layout is given here (the SmolLM2
-classification search: 100 documents per task, BoolQ 32).
+out task by task in the order of ``--tasks``, so the layout is given here (the classification searches: 100 documents per task, BoolQ 32). The model's shape and the
+chunk size come from the checkpoint's ``meta.json``.
 
     python searches/interim_report.py searches/smollm2-135m.classification/checkpoint
 """
@@ -27,12 +27,17 @@ def _load(path: Path):
     return json.loads(gzip.decompress(path.read_bytes()))
 
 
+def _load_json(path: Path):
+    return json.loads(path.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--heads-per-layer", type=int, default=9)
-    parser.add_argument("--chunk", type=int, default=50)
     args = parser.parse_args()
+    inputs = _load_json(args.checkpoint / "meta.json")["inputs"]  # the model's shape and the chunk size, as searched
+    heads_per_layer, total = inputs["shape"]["num_heads"], inputs["shape"]["num_layers"] * inputs["shape"]["num_heads"]
+    chunk = inputs["chunk"]
     task_of = [t for t, n in LAYOUT for _ in range(n)]
     screen = {int(p.name[6:10]): _load(p) for p in (args.checkpoint / "screen").glob("chunk_*")}
     exact_dir = next(args.checkpoint.glob("exact_*"))
@@ -43,27 +48,27 @@ def main() -> None:
         for j, row in enumerate(_load(path)):
             rows.append(row)
             grads.append(screen[i]["grad"][j])
-            tasks.append(task_of[i * args.chunk + j])
+            tasks.append(task_of[i * chunk + j])
     pooled = [tuple(h) for h in cand["top"] + cand["controls"]]
     per_head = {h: ([r["heads"][f"{h[0]},{h[1]}"][0] for r in rows], [r["heads"][f"{h[0]},{h[1]}"][1] for r in rows])
                 for h in pooled}
     base, correct = [r["logp"] for r in rows], [r["correct"] for r in rows]
-    stats = keep_heads(base, correct, per_head, tasks, 270)
-    est = {h: stratified_test([g[h[0] * args.heads_per_layer + h[1]] for g in grads], tasks)[0] for h in pooled}
+    stats = keep_heads(base, correct, per_head, tasks, total)
+    est = {h: stratified_test([g[h[0] * heads_per_layer + h[1]] for g in grads], tasks)[0] for h in pooled}
     exact = {(s.layer, s.head): s.effect for s in stats}
     print(f"confirmed examples: {len(rows)} ({', '.join(sorted(set(tasks)))}); baseline accuracy {np.mean(correct):.3f}")
     for name in ("top", "controls"):
         hs = [tuple(h) for h in cand[name]]
         print(f"{name}: {len(hs)} heads, Spearman {spearman([est[h] for h in hs], [exact[h] for h in hs]):.2f}, "
               f"sign agreement {np.mean([(est[h] > 0) == (exact[h] > 0) for h in hs]):.2f}")
-    print("| head | sample | estimate | exact effect (nats) | wins | losses | p (stratified t) | p, Holm over 270 | kept |")
+    print(f"| head | sample | estimate | exact effect (nats) | wins | losses | p (stratified t) | p, Holm over {total} | kept |")
     print("|---|---|--:|--:|--:|--:|--:|--:|---|")
     controls = {tuple(h) for h in cand["controls"]}
     for s in stats:
         h = (s.layer, s.head)
         print(f"| ({s.layer}, {s.head}) | {'control' if h in controls else 'top'} | {est[h]:+.4f} | {s.effect:+.4f} | "
               f"{s.wins} | {s.losses} | {s.p_value:.2g} | {s.p_holm:.2g} | {'yes' if s.kept else 'no'} |")
-    flips = keep_heads(base, correct, per_head, tasks, 270, rule="flips", alpha=0.2)
+    flips = keep_heads(base, correct, per_head, tasks, total, rule="flips", alpha=0.2)
     print("flip rule (alpha 0.2) keeps:", [(s.layer, s.head, s.wins, s.losses, f"{s.p_value:.2g}") for s in flips if s.kept])
 
 
