@@ -8,9 +8,9 @@ The naive procedure runs the whole model once per head per example. This one get
 numbers with far less work, using only what calibration provably leaves alone:
 
 * one plain pass per example records every decoder layer's output and every layer's keys and
-  values; one pass with every head "calibrated" at the rule's identity (beta = 1, or a factor
-  of 1: it changes nothing) records the sink set of every head (the first token, for first-token
-  scaling);
+  values and, in the same pass, the sink set of every head to be scored (the first token, for
+  first-token scaling): those layers run plain, bit for bit, and also find the sink set
+  (``LayerCall.record_only``), so the heads are found exactly where the naive procedure finds them;
 * a head whose sink set is empty for an example cannot change it: no forward pass at all;
 * the other heads of a layer run batched, one head per copy of the rows (``LayerCall.row_heads``),
   starting at that layer from the recorded hidden states (the layers below are unchanged);
@@ -56,11 +56,6 @@ class Settings:
     def for_heads(self, heads: Sequence[int]) -> ActSettings:
         """A layer's calibration of ``heads`` under these settings."""
         return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, rule=self.rule, factor=self.factor)
-
-    def neutral(self) -> "Settings":
-        """The same rule at its identity (beta 1, factor 1): it changes nothing, and still records
-        which keys the rule changes (the sink sets, the first token)."""
-        return replace(self, beta=1.0) if self.rule == "act" else replace(self, factor=1.0)
 
     def recorded(self) -> dict[str, Any]:
         """The parameters as a map and its provenance record them: ACT's threshold and beta (as before
@@ -161,7 +156,7 @@ def _sliding_limit(model: nn.Module) -> int | None:
 
 @dataclass
 class _Recorded:
-    """What the two passes over one example leave for the per-head passes."""
+    """What the recording pass over one example leaves for the per-head passes."""
 
     example: Example  # compacted: the rows the passes run (:func:`compact_rows`)
     x: Tensor
@@ -170,7 +165,11 @@ class _Recorded:
     outputs: list  # per decoder layer: its output (tensor or tuple)
     keys: list[Tensor]
     values: list[Tensor]
-    sinks: list[Tensor]  # per layer: [R, H, W] bool
+    sinks: dict[tuple[int, int], Tensor]  # per recorded (layer, head): [R, W] bool
+
+    def sink_sets(self, layer: int, heads: Sequence[int]) -> Tensor:
+        """``[R, len(heads), W]``: the recorded sink sets of ``heads`` of ``layer`` (KeyError: one was not recorded)."""
+        return torch.stack([self.sinks[(layer, h)] for h in heads], 1)
 
 
 class HeadSearch:
@@ -186,8 +185,14 @@ class HeadSearch:
         if model.config._attn_implementation != "act":
             raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
 
-    def record(self, example: Example) -> _Recorded:
-        """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
+    def all_heads(self) -> dict[int, list[int]]:
+        """Every head of every layer."""
+        return {layer: list(range(self.shape["num_heads"])) for layer in range(self.shape["num_layers"])}
+
+    def record(self, example: Example, heads: dict[int, list[int]] | None = None) -> _Recorded:
+        """One plain pass: outputs, keys, values, baseline score, and the sink sets of ``heads`` (default: all)."""
+        heads = self.all_heads() if heads is None else heads
+        calls = {layer: LayerCall(self.settings.for_heads(sorted(hs)), record_only=True) for layer, hs in heads.items() if hs}
         example = compact_rows(example)
         x = pad_rows(example.rows, self.device)
         outputs: list = [None] * len(self.layers)
@@ -198,7 +203,7 @@ class HeadSearch:
         lengths = [example.prompt_len] * x.shape[0]
         try:
             with torch.no_grad():
-                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **forward_arguments(lengths, {}))  # plain
+                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **forward_arguments(lengths, calls))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -206,11 +211,7 @@ class HeadSearch:
         cache = out.past_key_values
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
-        every = self.settings.neutral().for_heads(range(self.shape["num_heads"]))
-        calls = {layer: LayerCall(every) for layer in range(self.shape["num_layers"])}
-        with torch.no_grad():
-            self.model(x, use_cache=False, logits_to_keep=1, **forward_arguments(lengths, calls))
-        sinks = [call.sequence.sinks for call in calls.values()]
+        sinks = {(layer, h): call.sequence.sinks[:, i] for layer, call in calls.items() for i, h in enumerate(call.settings.heads)}
         return _Recorded(example, x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
 
     @contextlib.contextmanager
@@ -227,8 +228,8 @@ class HeadSearch:
     def layer_results(self, rec: _Recorded, layer: int, heads: list[int] | None = None) -> dict[int, list[float]]:
         """Log-likelihoods of every choice with each head of ``layer`` (or of ``heads``) calibrated alone."""
         heads = range(self.shape["num_heads"]) if heads is None else heads
-        sinks = rec.sinks[layer]  # [R, H, W]
-        first = {h: int(sinks[0, h].nonzero()[0]) for h in heads if bool(sinks[0, h].any())}
+        sinks = {h: rec.sinks[(layer, h)][0] for h in heads}  # [W] each
+        first = {h: int(sinks[h].nonzero()[0]) for h in heads if bool(sinks[h].any())}
         results = {h: rec.logliks for h in heads if h not in first}
         rows, width = rec.x.shape
         if self.sliding_limit is not None and width > self.sliding_limit:
@@ -252,7 +253,7 @@ class HeadSearch:
         if start > 0:  # the sequence resumes at ``start``: the recorded sink set and keys and values of the rows before
             from transformers import DynamicCache
 
-            sequence = SequenceSinks(rec.sinks[layer][:, active].repeat(n, 1, 1), seen=start)
+            sequence = SequenceSinks(rec.sink_sets(layer, active).repeat(n, 1, 1), seen=start)
             prefix = [(k[:, :, :start].repeat(n, 1, 1, 1), v[:, :, :start].repeat(n, 1, 1, 1)) for k, v in zip(rec.keys, rec.values)]
             cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)
         below = None
@@ -325,15 +326,14 @@ def exact_scores(
 ) -> list[Scored]:
     """Each head of ``heads`` (default: every head) calibrated alone on each example, exactly.
 
-    Examples run one at a time: the two recording passes of one example are freed before the next,
-    so memory does not grow with the number of examples.
+    Examples run one at a time: the recording of one example is freed before the next, so memory
+    does not grow with the number of examples.
     """
     search = HeadSearch(model, settings)
-    if heads is None:
-        heads = {layer: list(range(search.shape["num_heads"])) for layer in range(search.shape["num_layers"])}
+    heads = search.all_heads() if heads is None else heads
     out = []
     for example in examples:
-        rec = search.record(example)
+        rec = search.record(example, heads)
         per_head = {}
         for layer, hs in sorted(heads.items()):
             for head, logliks in search.layer_results(rec, layer, sorted(hs)).items():

@@ -54,6 +54,25 @@ def test_exact_engine_equals_direct_evaluation(arch: str, rule: str):
     assert list(subset) == [2] and subset[2] == pytest.approx(search.layer_results(rec, 1)[2], abs=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+@pytest.mark.parametrize("rule", list(RULE_SETTINGS))
+def test_the_recording_pass_is_the_plain_pass_bit_for_bit_and_records_the_heads_asked_for(arch: str, rule: str):
+    model = tiny_model(arch)
+    enable_act(model, None, check_model=False)
+    search = HeadSearch(model, RULE_SETTINGS[rule])
+    ex = examples(1)[0]
+    rec, plain = search.record(ex, {1: [0, 2], 2: [3]}), search.record(ex, {})  # {}: no layer records, the plain model
+    assert rec.logliks == plain.logliks
+    hidden = [out[0] if isinstance(out, tuple) else out for out in rec.outputs + plain.outputs]
+    assert all(torch.equal(a, b) for a, b in zip(hidden[: len(rec.outputs)], hidden[len(rec.outputs) :]))
+    assert all(torch.equal(a, b) for a, b in zip(rec.keys + rec.values, plain.keys + plain.values))
+    assert sorted(rec.sinks) == [(1, 0), (1, 2), (2, 3)] and not plain.sinks
+    every = search.record(ex)  # nor on which others are recorded with it (one block of rows here: the same sums)
+    assert all(torch.equal(rec.sinks[h], every.sinks[h]) for h in rec.sinks)
+    with pytest.raises(KeyError):
+        search.layer_results(rec, 0, [1])  # a head whose sink set was not recorded is refused, not scored as unchanged
+
+
 def test_gold_logprob_is_the_log_softmax_over_choices():
     assert gold_logprob([-1.0, -2.0], 0) == pytest.approx(-1.0 - torch.logsumexp(torch.tensor([-1.0, -2.0]), 0).item())
     assert gold_logprob([-3.0, -3.0, -3.0], 2) == pytest.approx(-torch.log(torch.tensor(3.0)).item())
