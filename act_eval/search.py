@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -276,26 +276,33 @@ class HeadSearch:
 PASS_OVERHEAD = 8  # a forward pass's fixed cost, in token rows (Python and kernel launches over every layer)
 
 
-def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_OVERHEAD) -> list[slice]:
-    """Split heads sorted by first sink into consecutive groups, one batched pass each, at least total cost.
+def cheapest_split(n: int, cost: Callable[[int, int], float], most: int | None = None) -> list[slice]:
+    """Split items ``0..n-1`` into consecutive groups (of at most ``most``) at least total cost, exactly.
 
-    A group runs every copy from its earliest first sink, so batching heads whose sinks come late with
-    one whose sink comes early wastes the rows in between; a pass of its own costs ``overhead``.
-    Cost of a group = overhead + heads * rows * (width - start); solved exactly by dynamic programming.
+    ``cost(i, j)`` is the cost of the group ``i:j``; dynamic programming over the last cut (ties: the earliest).
     """
-    n = len(starts)
-    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j heads
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j items
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        for i in range(j):
-            cost = best[i] + overhead * rows + (j - i) * rows * (width - starts[i])
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
+        for i in range(0 if most is None else max(0, j - most), j):
+            total = best[i] + cost(i, j)
+            if total < best[j]:
+                best[j], cut[j] = total, i
     groups, j = [], n
     while j > 0:
         groups.append(slice(cut[j], j))
         j = cut[j]
     return groups[::-1]
+
+
+def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_OVERHEAD) -> list[slice]:
+    """Split heads sorted by first sink into consecutive groups, one batched pass each, at least total cost.
+
+    A group runs every copy from its earliest first sink, so batching heads whose sinks come late with
+    one whose sink comes early wastes the rows in between; a pass of its own costs ``overhead``.
+    Cost of a group = overhead + heads * rows * (width - start) (:func:`cheapest_split`).
+    """
+    return cheapest_split(len(starts), lambda i, j: overhead * rows + (j - i) * rows * (width - starts[i]))
 
 
 def naive_head_results(
@@ -342,10 +349,26 @@ def exact_scores(
     return out
 
 
-def length_batches(examples: list[Example], batch_size: int) -> list[list[int]]:
-    """Indices of ``examples`` in batches of similar prompt length (less padding), in a fixed order."""
+def batch_overhead(device: torch.device) -> float:
+    """A batch's fixed cost in tokens, against which :func:`length_batches` weighs padding: on a CPU a
+    pass's Python and launches (:data:`PASS_OVERHEAD`), padding costing its full price; on an
+    accelerator, where padding is nearly free, so much that the fewest batches win (then the least padding)."""
+    return PASS_OVERHEAD if device.type == "cpu" else 1e9
+
+
+def length_batches(examples: list[Example], batch_size: int, overhead: float = PASS_OVERHEAD) -> list[list[int]]:
+    """Indices of ``examples`` in batches of at most ``batch_size`` and similar length, in a fixed order.
+
+    Sorted by length, then cut where the padded tokens plus ``overhead`` per batch add up least
+    (:func:`cheapest_split`): a long example does not pad seven short ones to its length.
+    """
     order = sorted(range(len(examples)), key=lambda i: (examples[i].prompt_len, max(map(len, examples[i].rows)), i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    shapes = [(len(rows), max(map(len, rows))) for rows in (compact_rows(examples[i]).rows for i in order)]
+
+    def cost(i: int, j: int) -> float:  # the batch's padded tokens: its rows times its widest row
+        return overhead + sum(r for r, _ in shapes[i:j]) * max(w for _, w in shapes[i:j])
+
+    return [order[group] for group in cheapest_split(len(order), cost, batch_size)]
 
 
 @dataclass
@@ -386,7 +409,7 @@ def map_scores(
     search = HeadSearch(model, settings)
     layers = {layer: settings.for_heads(sorted(hs)) for layer, hs in heads.items() if hs}
     out: list[tuple[float, bool]] = [(0.0, False)] * len(examples)
-    for idx in length_batches(examples, batch_size):
+    for idx in length_batches(examples, batch_size, batch_overhead(search.device)):
         batch = RowBatch.of([examples[i] for i in idx], search.device)
         calls = {layer: LayerCall(layer_settings) for layer, layer_settings in layers.items()}
         with torch.no_grad():

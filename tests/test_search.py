@@ -121,6 +121,20 @@ def test_plan_passes_is_the_cheapest_grouping():
     assert plan_passes([2, 3, 50, 51], 64, 1, overhead=8) == [slice(0, 2), slice(2, 4)]
 
 
+def test_length_batches_weigh_padding_against_the_cost_of_a_batch():
+    from act_eval.search import length_batches
+
+    def example(width: int) -> Example:
+        return Example("synthetic", width, (tuple(range(3, 3 + width)),), width, ((0, (5,)),), 0)
+
+    exs = [example(w) for w in (40, 10, 11, 12, 13, 14, 15, 16, 200)]
+    cpu = length_batches(exs, 8)
+    assert sorted(i for b in cpu for i in b) == list(range(len(exs))) and max(map(len, cpu)) <= 8
+    assert [8] in cpu and [0] in cpu  # the long examples are not padded to, or padded, with the short ones
+    assert length_batches(exs, 8, overhead=1e9) == [[1, 2, 3, 4, 5, 6, 7], [0, 8]]  # batches cost most: the fewest, then the least padding
+    assert length_batches(exs, 3, overhead=1e9) == [[1, 2, 3], [4, 5, 6], [7, 0, 8]]
+
+
 @pytest.mark.slow
 def test_fast_search_equals_direct_evaluation_on_real_smollm2(smollm2_path, monkeypatch):
     """Real sinks come at different positions per head, so heads split into several passes."""
