@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
+from act_eval.attention import KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
 from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
 from act_eval.search_data import Example
 
@@ -52,10 +52,13 @@ class Settings:
     reference_drop_first: bool = False
     rule: str = RULES[0]
     factor: float = 1.0
+    # how the calibrated heads are computed: the same numbers to float32 noise, so no part of the digest
+    # (the published SmolLM2 confirmation ran on "eager", then the default)
+    kernel: str = KERNELS[0]
 
     def for_heads(self, heads: Sequence[int]) -> ActSettings:
         """A layer's calibration of ``heads`` under these settings."""
-        return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, rule=self.rule, factor=self.factor)
+        return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, self.kernel, self.rule, self.factor)
 
     def recorded(self) -> dict[str, Any]:
         """The parameters as a map and its provenance record them: ACT's threshold and beta (as before
