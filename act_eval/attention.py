@@ -189,6 +189,9 @@ class LayerCall:
     # [B, h] float: per row, how far each selected head moves towards its calibrated output
     # (o + mix * (o_cal - o); None: all the way); the search's screen differentiates by it
     mix: Tensor | None = None
+    # True: the layer runs plain (bit for bit the standard kernel's output) and only finds the
+    # selected heads' sink set into ``sequence``; the exact engine's recording pass needs both
+    record_only: bool = False
 
     @property
     def blended(self) -> bool:
@@ -261,10 +264,11 @@ def act_attention_forward(
     call = layer_call(module, kwargs)
     if call is not None and not call.settings.heads:
         call = None
+    recording = call is not None and call.record_only
     softcap = kwargs.get("softcap")
     out = None
     if softcap is None:
-        if call is None or call.settings.kernel == "eager" or len(call.settings.heads) < query.shape[1]:
+        if call is None or recording or call.settings.kernel == "eager" or len(call.settings.heads) < query.shape[1]:
             out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         if call is None:
             return out, None
@@ -278,6 +282,11 @@ def act_attention_forward(
     if attention_mask is None and q_len > 1 and kv_len > q_len:  # prefill into an empty static cache
         key, value = key[:, :, :q_len], value[:, :, :q_len]
     lengths = None if call is None else prompt_lengths(kwargs.get(PROMPT_LENGTHS), query.device)
+    if recording:  # the sink set (its column sums, whichever the kernel), then the plain output as if nothing were selected
+        _sequence_sinks(call, *_selected(call.settings, query, key), attention_mask, scaling, softcap, lengths)
+        if out is not None:
+            return out, None
+        call = None
     kernel = _eager_kernel if call is not None and call.settings.kernel == "eager" else _blockwise_kernel
     with torch.autocast(query.device.type, enabled=False):  # float32 even under lm-eval's mixed precision
         return kernel(call, query, key, value, attention_mask, scaling, softcap, out, lengths), None
@@ -335,15 +344,10 @@ def _blockwise_kernel(
     if call is None:  # a softcapped layer with nothing to calibrate
         every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, plain_output)
         return every.transpose(1, 2).to(query.dtype)
-    settings, sequence = call.settings, call.sequence
+    settings = call.settings
     heads = settings.index(device)
-    everyone = settings.heads == tuple(range(num_heads))  # then the queries need no copy
-    chosen_q = query if everyone else query[:, heads]
-    chosen_k, chosen_v = (key, value) if everyone and groups == 1 else (key[:, kv_every[heads]], value[:, kv_every[heads]])
-    if sequence.starts_sequence(batch, q_len, kv_len):
-        sinks = sequence.begin(_changed_keys(settings, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths), kv_len)
-    else:
-        sinks = sequence.advance(q_len, kv_len)
+    chosen_q, chosen_k, chosen_v = _selected(settings, query, key, value)
+    sinks = _sequence_sinks(call, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
     if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
         return out
     blended = call.blended
@@ -365,6 +369,29 @@ def _blockwise_kernel(
     calibrated = calibrated.transpose(1, 2).to(out.dtype)
     # in place unless autograd holds sdpa's output (the screen differentiates through it)
     return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
+
+
+def _selected(settings: ActSettings, query: Tensor, *kv: Tensor) -> tuple[Tensor, ...]:
+    """The selected heads' queries and, matched to them, their keys (and values): ``[B, h, *, D]`` each."""
+    num_heads, groups = query.shape[1], query.shape[1] // kv[0].shape[1]
+    heads = settings.index(query.device)
+    everyone = settings.heads == tuple(range(num_heads))  # then nothing needs a copy
+    chosen_q = query if everyone else query[:, heads]
+    kv_heads = torch.div(heads, groups, rounding_mode="floor")
+    return (chosen_q, *(t if everyone and groups == 1 else t[:, kv_heads] for t in kv))
+
+
+def _sequence_sinks(
+    call: LayerCall, query: Tensor, key: Tensor, attention_mask: Tensor | None, scaling: float,
+    softcap: float | None, lengths: Tensor | None,
+) -> Tensor:
+    """The selected heads' sink set ``[B, h, K]`` in this call: found from the prompt rows when a sequence
+    starts (and kept in ``call.sequence``), else the kept one on this call's keys."""
+    batch, _, q_len, _ = query.shape
+    kv_len = key.shape[2]
+    if call.sequence.starts_sequence(batch, q_len, kv_len):
+        return call.sequence.begin(_changed_keys(call.settings, query, key, attention_mask, scaling, softcap, lengths), kv_len)
+    return call.sequence.advance(q_len, kv_len)
 
 
 def _changed_keys(

@@ -8,9 +8,9 @@ The naive procedure runs the whole model once per head per example. This one get
 numbers with far less work, using only what calibration provably leaves alone:
 
 * one plain pass per example records every decoder layer's output and every layer's keys and
-  values; one pass with every head "calibrated" at the rule's identity (beta = 1, or a factor
-  of 1: it changes nothing) records the sink set of every head (the first token, for first-token
-  scaling);
+  values and, in the same pass, the sink set of every head to be scored (the first token, for
+  first-token scaling): those layers run plain, bit for bit, and also find the sink set
+  (``LayerCall.record_only``), so the heads are found exactly where the naive procedure finds them;
 * a head whose sink set is empty for an example cannot change it: no forward pass at all;
 * the other heads of a layer run batched, one head per copy of the rows (``LayerCall.row_heads``),
   starting at that layer from the recorded hidden states (the layers below are unchanged);
@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
+from act_eval.attention import KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
 from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
 from act_eval.search_data import Example
 
@@ -52,15 +52,13 @@ class Settings:
     reference_drop_first: bool = False
     rule: str = RULES[0]
     factor: float = 1.0
+    # how the calibrated heads are computed: the same numbers to float32 noise, so no part of the digest
+    # (the published SmolLM2 confirmation ran on "eager", then the default)
+    kernel: str = KERNELS[0]
 
     def for_heads(self, heads: Sequence[int]) -> ActSettings:
         """A layer's calibration of ``heads`` under these settings."""
-        return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, rule=self.rule, factor=self.factor)
-
-    def neutral(self) -> "Settings":
-        """The same rule at its identity (beta 1, factor 1): it changes nothing, and still records
-        which keys the rule changes (the sink sets, the first token)."""
-        return replace(self, beta=1.0) if self.rule == "act" else replace(self, factor=1.0)
+        return ActSettings(tuple(heads), self.threshold, self.beta, self.reference_drop_first, self.kernel, self.rule, self.factor)
 
     def recorded(self) -> dict[str, Any]:
         """The parameters as a map and its provenance record them: ACT's threshold and beta (as before
@@ -161,7 +159,7 @@ def _sliding_limit(model: nn.Module) -> int | None:
 
 @dataclass
 class _Recorded:
-    """What the two passes over one example leave for the per-head passes."""
+    """What the recording pass over one example leaves for the per-head passes."""
 
     example: Example  # compacted: the rows the passes run (:func:`compact_rows`)
     x: Tensor
@@ -170,7 +168,11 @@ class _Recorded:
     outputs: list  # per decoder layer: its output (tensor or tuple)
     keys: list[Tensor]
     values: list[Tensor]
-    sinks: list[Tensor]  # per layer: [R, H, W] bool
+    sinks: dict[tuple[int, int], Tensor]  # per recorded (layer, head): [R, W] bool
+
+    def sink_sets(self, layer: int, heads: Sequence[int]) -> Tensor:
+        """``[R, len(heads), W]``: the recorded sink sets of ``heads`` of ``layer`` (KeyError: one was not recorded)."""
+        return torch.stack([self.sinks[(layer, h)] for h in heads], 1)
 
 
 class HeadSearch:
@@ -186,8 +188,14 @@ class HeadSearch:
         if model.config._attn_implementation != "act":
             raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
 
-    def record(self, example: Example) -> _Recorded:
-        """The plain pass (outputs, keys, values, baseline score) and the sink-set pass."""
+    def all_heads(self) -> dict[int, list[int]]:
+        """Every head of every layer."""
+        return {layer: list(range(self.shape["num_heads"])) for layer in range(self.shape["num_layers"])}
+
+    def record(self, example: Example, heads: dict[int, list[int]] | None = None) -> _Recorded:
+        """One plain pass: outputs, keys, values, baseline score, and the sink sets of ``heads`` (default: all)."""
+        heads = self.all_heads() if heads is None else heads
+        calls = {layer: LayerCall(self.settings.for_heads(sorted(hs)), record_only=True) for layer, hs in heads.items() if hs}
         example = compact_rows(example)
         x = pad_rows(example.rows, self.device)
         outputs: list = [None] * len(self.layers)
@@ -198,7 +206,7 @@ class HeadSearch:
         lengths = [example.prompt_len] * x.shape[0]
         try:
             with torch.no_grad():
-                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **forward_arguments(lengths, {}))  # plain
+                out = self.model(x, use_cache=True, logits_to_keep=_kept(example), **forward_arguments(lengths, calls))
         finally:
             for hook in hooks:
                 hook.remove()
@@ -206,11 +214,7 @@ class HeadSearch:
         cache = out.past_key_values
         keys = [layer.keys for layer in cache.layers]
         values = [layer.values for layer in cache.layers]
-        every = self.settings.neutral().for_heads(range(self.shape["num_heads"]))
-        calls = {layer: LayerCall(every) for layer in range(self.shape["num_layers"])}
-        with torch.no_grad():
-            self.model(x, use_cache=False, logits_to_keep=1, **forward_arguments(lengths, calls))
-        sinks = [call.sequence.sinks for call in calls.values()]
+        sinks = {(layer, h): call.sequence.sinks[:, i] for layer, call in calls.items() for i, h in enumerate(call.settings.heads)}
         return _Recorded(example, x, is_correct(logliks, example.gold), logliks, outputs, keys, values, sinks)
 
     @contextlib.contextmanager
@@ -227,8 +231,8 @@ class HeadSearch:
     def layer_results(self, rec: _Recorded, layer: int, heads: list[int] | None = None) -> dict[int, list[float]]:
         """Log-likelihoods of every choice with each head of ``layer`` (or of ``heads``) calibrated alone."""
         heads = range(self.shape["num_heads"]) if heads is None else heads
-        sinks = rec.sinks[layer]  # [R, H, W]
-        first = {h: int(sinks[0, h].nonzero()[0]) for h in heads if bool(sinks[0, h].any())}
+        sinks = {h: rec.sinks[(layer, h)][0] for h in heads}  # [W] each
+        first = {h: int(sinks[h].nonzero()[0]) for h in heads if bool(sinks[h].any())}
         results = {h: rec.logliks for h in heads if h not in first}
         rows, width = rec.x.shape
         if self.sliding_limit is not None and width > self.sliding_limit:
@@ -252,7 +256,7 @@ class HeadSearch:
         if start > 0:  # the sequence resumes at ``start``: the recorded sink set and keys and values of the rows before
             from transformers import DynamicCache
 
-            sequence = SequenceSinks(rec.sinks[layer][:, active].repeat(n, 1, 1), seen=start)
+            sequence = SequenceSinks(rec.sink_sets(layer, active).repeat(n, 1, 1), seen=start)
             prefix = [(k[:, :, :start].repeat(n, 1, 1, 1), v[:, :, :start].repeat(n, 1, 1, 1)) for k, v in zip(rec.keys, rec.values)]
             cache = DynamicCache(ddp_cache_data=prefix, config=self.model.config)
         below = None
@@ -275,26 +279,33 @@ class HeadSearch:
 PASS_OVERHEAD = 8  # a forward pass's fixed cost, in token rows (Python and kernel launches over every layer)
 
 
-def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_OVERHEAD) -> list[slice]:
-    """Split heads sorted by first sink into consecutive groups, one batched pass each, at least total cost.
+def cheapest_split(n: int, cost: Callable[[int, int], float], most: int | None = None) -> list[slice]:
+    """Split items ``0..n-1`` into consecutive groups (of at most ``most``) at least total cost, exactly.
 
-    A group runs every copy from its earliest first sink, so batching heads whose sinks come late with
-    one whose sink comes early wastes the rows in between; a pass of its own costs ``overhead``.
-    Cost of a group = overhead + heads * rows * (width - start); solved exactly by dynamic programming.
+    ``cost(i, j)`` is the cost of the group ``i:j``; dynamic programming over the last cut (ties: the earliest).
     """
-    n = len(starts)
-    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j heads
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest plan for the first j items
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        for i in range(j):
-            cost = best[i] + overhead * rows + (j - i) * rows * (width - starts[i])
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
+        for i in range(0 if most is None else max(0, j - most), j):
+            total = best[i] + cost(i, j)
+            if total < best[j]:
+                best[j], cut[j] = total, i
     groups, j = [], n
     while j > 0:
         groups.append(slice(cut[j], j))
         j = cut[j]
     return groups[::-1]
+
+
+def plan_passes(starts: list[int], width: int, rows: int, overhead: int = PASS_OVERHEAD) -> list[slice]:
+    """Split heads sorted by first sink into consecutive groups, one batched pass each, at least total cost.
+
+    A group runs every copy from its earliest first sink, so batching heads whose sinks come late with
+    one whose sink comes early wastes the rows in between; a pass of its own costs ``overhead``.
+    Cost of a group = overhead + heads * rows * (width - start) (:func:`cheapest_split`).
+    """
+    return cheapest_split(len(starts), lambda i, j: overhead * rows + (j - i) * rows * (width - starts[i]))
 
 
 def naive_head_results(
@@ -325,15 +336,14 @@ def exact_scores(
 ) -> list[Scored]:
     """Each head of ``heads`` (default: every head) calibrated alone on each example, exactly.
 
-    Examples run one at a time: the two recording passes of one example are freed before the next,
-    so memory does not grow with the number of examples.
+    Examples run one at a time: the recording of one example is freed before the next, so memory
+    does not grow with the number of examples.
     """
     search = HeadSearch(model, settings)
-    if heads is None:
-        heads = {layer: list(range(search.shape["num_heads"])) for layer in range(search.shape["num_layers"])}
+    heads = search.all_heads() if heads is None else heads
     out = []
     for example in examples:
-        rec = search.record(example)
+        rec = search.record(example, heads)
         per_head = {}
         for layer, hs in sorted(heads.items()):
             for head, logliks in search.layer_results(rec, layer, sorted(hs)).items():
@@ -342,10 +352,26 @@ def exact_scores(
     return out
 
 
-def length_batches(examples: list[Example], batch_size: int) -> list[list[int]]:
-    """Indices of ``examples`` in batches of similar prompt length (less padding), in a fixed order."""
+def batch_overhead(device: torch.device) -> float:
+    """A batch's fixed cost in tokens, against which :func:`length_batches` weighs padding: on a CPU a
+    pass's Python and launches (:data:`PASS_OVERHEAD`), padding costing its full price; on an
+    accelerator, where padding is nearly free, so much that the fewest batches win (then the least padding)."""
+    return PASS_OVERHEAD if device.type == "cpu" else 1e9
+
+
+def length_batches(examples: list[Example], batch_size: int, overhead: float = PASS_OVERHEAD) -> list[list[int]]:
+    """Indices of ``examples`` in batches of at most ``batch_size`` and similar length, in a fixed order.
+
+    Sorted by length, then cut where the padded tokens plus ``overhead`` per batch add up least
+    (:func:`cheapest_split`): a long example does not pad seven short ones to its length.
+    """
     order = sorted(range(len(examples)), key=lambda i: (examples[i].prompt_len, max(map(len, examples[i].rows)), i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    shapes = [(len(rows), max(map(len, rows))) for rows in (compact_rows(examples[i]).rows for i in order)]
+
+    def cost(i: int, j: int) -> float:  # the batch's padded tokens: its rows times its widest row
+        return overhead + sum(r for r, _ in shapes[i:j]) * max(w for _, w in shapes[i:j])
+
+    return [order[group] for group in cheapest_split(len(order), cost, batch_size)]
 
 
 @dataclass
@@ -386,7 +412,7 @@ def map_scores(
     search = HeadSearch(model, settings)
     layers = {layer: settings.for_heads(sorted(hs)) for layer, hs in heads.items() if hs}
     out: list[tuple[float, bool]] = [(0.0, False)] * len(examples)
-    for idx in length_batches(examples, batch_size):
+    for idx in length_batches(examples, batch_size, batch_overhead(search.device)):
         batch = RowBatch.of([examples[i] for i in idx], search.device)
         calls = {layer: LayerCall(layer_settings) for layer, layer_settings in layers.items()}
         with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from act_eval.attention import LayerCall, model_shape
-from act_eval.search import RowBatch, Settings, forward_arguments, gold_logprob, is_correct, length_batches
+from act_eval.search import RowBatch, Settings, batch_overhead, forward_arguments, gold_logprob, is_correct, length_batches
 from act_eval.search_data import Example
 
 
@@ -49,7 +49,7 @@ def screen_examples(
     for p in frozen:  # only the alphas need gradients
         p.requires_grad_(False)
     try:
-        for batch in length_batches(examples, batch_size):
+        for batch in length_batches(examples, batch_size, batch_overhead(device)):
             for i, screened in zip(batch, _screen_batch(model, shape, device, [examples[i] for i in batch], settings, at)):
                 out[i] = screened
     finally:

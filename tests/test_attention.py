@@ -225,6 +225,27 @@ def test_layer_calls_travel_as_a_forward_argument_and_override_the_modules(arch:
     assert (passed - plain).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma2", "gpt2"])
+@pytest.mark.parametrize("rule", ["act", "first_token"])
+def test_a_record_only_call_runs_plain_and_finds_the_sink_set_of_the_layer_calibrated_alone(arch: str, rule: str):
+    """The exact engine's recording pass: the plain model bit for bit (softcapped Gemma-2 included),
+    and in every layer the sink set that calibrating that layer alone finds (its input is the plain model's)."""
+    model = tiny_model(arch)
+    enable_act(model, None, check_model=False)
+    x = ids()
+    settings = ActSettings((0, 2, 3), 0.05, 0.4, rule=rule, factor=2.0)
+    recording = {layer: LayerCall(settings, record_only=True) for layer in range(3)}
+    with torch.no_grad():
+        plain = model(x).logits
+        recorded = model(x, act_layers=recording).logits
+        for layer in range(3):
+            alone = LayerCall(settings)
+            model(x, act_layers={layer: alone})
+            assert torch.equal(recording[layer].sequence.sinks, alone.sequence.sinks), layer
+    assert torch.equal(recorded, plain)
+    assert all(bool(call.sequence.sinks.any()) for call in recording.values())  # the comparison is not between empty sets
+
+
 def test_concurrent_calls_with_different_row_heads_do_not_leak_into_each_other():
     """Nothing about a call is stored on the modules: two threads calibrating other heads per row
     at the same time each get what they get alone."""
