@@ -169,7 +169,10 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
     """The published SmolLM2 search's exact results (checkpoint chunk 0), recomputed from the same drawn
     examples by today's engine: what changes its speed must not change its numbers. They were computed
     with the eager kernel (then the default); the blockwise kernel gives them to about 1e-5 relative
-    (float32 noise: naive evaluation on it differs from them by as much)."""
+    (float32 noise: naive evaluation on it differs from them by as much). The stored values came from
+    single-thread ranks; another torch thread count reorders the sums (7e-6 relative seen with two
+    threads), so they are held to 1e-5, the engine's own agreement with naive on SmolLM2 (above)."""
+    tolerance = 1e-5
     import gzip
     import json
     from pathlib import Path
@@ -193,10 +196,10 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
     for j in (0, 17, 42):
         heads = [tuple(h) for h in cand["top"] + cand["controls"] + cand["per_task"][cal[j].task]]
         scored = exact_scores(model, [cal[j]], settings, as_layers(heads))[0]
-        assert scored.logp == pytest.approx(stored[j]["logp"], rel=1e-6) and scored.correct == stored[j]["correct"]
+        assert scored.logp == pytest.approx(stored[j]["logp"], rel=tolerance) and scored.correct == stored[j]["correct"]
         for head in heads:
             logp, correct = stored[j]["heads"][f"{head[0]},{head[1]}"]
-            assert scored.heads[head][0] == pytest.approx(logp, rel=1e-6) and scored.heads[head][1] == correct, (j, head)
+            assert scored.heads[head][0] == pytest.approx(logp, rel=tolerance) and scored.heads[head][1] == correct, (j, head)
             moved += abs(logp - stored[j]["logp"]) > 1e-4
     assert moved > 10  # the heads moved log p(gold): the agreement is not vacuous
 
