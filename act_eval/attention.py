@@ -28,6 +28,7 @@ unmasked row of the first call of a sequence is prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -55,6 +56,7 @@ from act_eval.sink_attention import (
     column_statistics,
     first_prompt_key,
     plain_output,
+    plain_pass,
     prompt_rows,
 )
 
@@ -91,7 +93,7 @@ class ActSettings:
     rule: str = RULES[0]
     factor: float = 1.0
     # the heads as a tensor per device: a cache of ``heads``, not state
-    _index: dict[torch.device, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _index: dict[Any, Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", tuple(self.heads))
@@ -128,6 +130,13 @@ class ActSettings:
         if device not in self._index:
             self._index[device] = torch.tensor(self.heads, dtype=torch.long, device=device)
         return self._index[device]
+
+    def others(self, num_heads: int, device: torch.device) -> Tensor:
+        """The query heads of a ``num_heads``-head layer that are not selected, on ``device`` (cached)."""
+        if (num_heads, device) not in self._index:
+            rest = [head for head in range(num_heads) if head not in self.heads]
+            self._index[(num_heads, device)] = torch.tensor(rest, dtype=torch.long, device=device)
+        return self._index[(num_heads, device)]
 
 
 @dataclass
@@ -268,8 +277,11 @@ def act_attention_forward(
     softcap = kwargs.get("softcap")
     out = None
     if softcap is None:
-        if call is None or recording or call.settings.kernel == "eager" or len(call.settings.heads) < query.shape[1]:
+        if call is None or recording or call.settings.kernel == "eager":
             out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        else:  # blockwise: the selected heads are computed there, sdpa does the others
+            out = _plain_heads(module, query, key, value, attention_mask, call.settings.others(query.shape[1], query.device),
+                               dropout, scaling, kwargs)
         if call is None:
             return out, None
     elif kwargs.get("position_bias") is not None:
@@ -290,6 +302,31 @@ def act_attention_forward(
     kernel = _eager_kernel if call is not None and call.settings.kernel == "eager" else _blockwise_kernel
     with torch.autocast(query.device.type, enabled=False):  # float32 even under lm-eval's mixed precision
         return kernel(call, query, key, value, attention_mask, scaling, softcap, out, lengths), None
+
+
+def _plain_heads(
+    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, heads: Tensor,
+    dropout: float, scaling: float | None, kwargs: dict[str, Any],
+) -> Tensor | None:
+    """sdpa's output ``[B, Q, h, D]`` with the query heads ``heads`` filled (None if there are none); the other slots are left for the caller.
+
+    Each of those heads is given its own key/value head, so sdpa sees plain multi-head attention;
+    of the module it reads only whether it is causal."""
+    batch, num_heads, q_len, _ = query.shape
+    if not heads.numel():
+        return None
+    kv_heads = torch.div(heads, num_heads // key.shape[1], rounding_mode="floor")
+    causal = SimpleNamespace(is_causal=getattr(module, "is_causal", True))
+    part, _ = sdpa_attention_forward(causal, query[:, heads], key[:, kv_heads], value[:, kv_heads], attention_mask,
+                                     dropout=dropout, scaling=scaling, **kwargs)
+    return _put_heads(part.new_empty(batch, q_len, num_heads, part.shape[-1]), heads, part)
+
+
+def _put_heads(out: Tensor, heads: Tensor, part: Tensor) -> Tensor:
+    """``out`` (``[B, Q, h, D]``) with ``part`` in the slots of ``heads``: in place unless autograd tracks either
+    (the screen differentiates through both)."""
+    part = part.to(out.dtype)
+    return out.index_copy(2, heads, part) if out.requires_grad or part.requires_grad else out.index_copy_(2, heads, part)
 
 
 def _eager_kernel(
@@ -331,10 +368,13 @@ def _blockwise_kernel(
 ) -> Tensor:
     """Selected heads calibrated block by block (:mod:`act_eval.sink_attention`), in O(N) memory.
 
-    ``out`` is sdpa's output for every head, or None when every head is selected (sdpa's work
-    would be thrown away) or when softcapping rules sdpa out (then every head runs here). The
-    sink set is found from the prompt rows' column sums when a sequence starts and reused on later
-    calls (decoding), which then run only their own rows.
+    ``out`` is sdpa's output for the heads left alone (the selected heads' slots are filled
+    here), or None when every head runs here: all selected, or softcapping rules sdpa out. When
+    a sequence starts, one :func:`~act_eval.sink_attention.plain_pass` gives the plain output and
+    the prompt rows' column sums, the sink set follows from those, and the output is corrected
+    on the sink columns; later calls of the sequence (decoding) reuse the sink set on their own
+    rows. The screen, which differentiates, finds the sink set first and then calibrates (the
+    plain pass is not differentiable), as does first-token scaling, whose column is known at once.
     """
     batch, num_heads, q_len, _ = query.shape
     kv_len = key.shape[2]
@@ -347,28 +387,29 @@ def _blockwise_kernel(
     settings = call.settings
     heads = settings.index(device)
     chosen_q, chosen_k, chosen_v = _selected(settings, query, key, value)
-    sinks = _sequence_sinks(call, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths)
-    if out is not None and not bool(sinks.any()):  # no selected head has a sink: nothing changes
-        return out
-    blended = call.blended
-    if softcap is not None:  # every head in one pass; the others have no sinks, so they come out plain
-        every_sinks = torch.zeros(batch, num_heads, kv_len, dtype=torch.bool, device=device).index_copy(1, heads, sinks)
-        calibrated, plain = calibrated_attention(
-            query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, every_sinks, settings.output, plain=blended
-        )
+    # softcapped: every head in one pass (the others have no sinks, so they come out plain)
+    q, k, v = (chosen_q, chosen_k, chosen_v) if softcap is None else (query, key[:, kv_every], value[:, kv_every])
+    known = None
+    if call.sequence.starts_sequence(batch, q_len, kv_len) and not settings.first_token and not _differentiates(call, query):
+        known = plain_pass(q, k, v, attention_mask, scaling, softcap, lengths)
+    sums = None if known is None else (known.total if softcap is None else known.total[:, heads], known.count)
+    sinks = _sequence_sinks(call, chosen_q, chosen_k, attention_mask, scaling, softcap, lengths, sums)
+    if softcap is not None:
+        sinks = torch.zeros(batch, num_heads, kv_len, dtype=torch.bool, device=device).index_copy(1, heads, sinks)
+    calibrated, plain = calibrated_attention(q, k, v, attention_mask, scaling, softcap, sinks, settings.output, plain=call.blended, known=known)
+    if softcap is not None:
         out = calibrated.transpose(1, 2).to(query.dtype)
         calibrated, plain = calibrated[:, heads], None if plain is None else plain[:, heads]
-    else:
-        calibrated, plain = calibrated_attention(
-            chosen_q, chosen_k, chosen_v, attention_mask, scaling, None, sinks, settings.output, plain=blended
-        )
-        if out is None:
-            out = torch.empty_like(query.transpose(1, 2))
-    if blended:
+    elif out is None:
+        out = query.new_empty(batch, q_len, num_heads, query.shape[-1])
+    if call.blended:
         calibrated = call.blend(plain, calibrated)
-    calibrated = calibrated.transpose(1, 2).to(out.dtype)
-    # in place unless autograd holds sdpa's output (the screen differentiates through it)
-    return out.index_copy(2, heads, calibrated) if out.requires_grad else out.index_copy_(2, heads, calibrated)
+    return _put_heads(out, heads, calibrated.transpose(1, 2))
+
+
+def _differentiates(call: LayerCall, query: Tensor) -> bool:
+    """Whether autograd tracks this call (the head search's screen)."""
+    return torch.is_grad_enabled() and (query.requires_grad or (call.mix is not None and call.mix.requires_grad))
 
 
 def _selected(settings: ActSettings, query: Tensor, *kv: Tensor) -> tuple[Tensor, ...]:
@@ -383,20 +424,21 @@ def _selected(settings: ActSettings, query: Tensor, *kv: Tensor) -> tuple[Tensor
 
 def _sequence_sinks(
     call: LayerCall, query: Tensor, key: Tensor, attention_mask: Tensor | None, scaling: float,
-    softcap: float | None, lengths: Tensor | None,
+    softcap: float | None, lengths: Tensor | None, sums: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """The selected heads' sink set ``[B, h, K]`` in this call: found from the prompt rows when a sequence
-    starts (and kept in ``call.sequence``), else the kept one on this call's keys."""
+    starts (and kept in ``call.sequence``), else the kept one on this call's keys. ``sums``: the
+    selected heads' column sums when the caller has them already."""
     batch, _, q_len, _ = query.shape
     kv_len = key.shape[2]
     if call.sequence.starts_sequence(batch, q_len, kv_len):
-        return call.sequence.begin(_changed_keys(call.settings, query, key, attention_mask, scaling, softcap, lengths), kv_len)
+        return call.sequence.begin(_changed_keys(call.settings, query, key, attention_mask, scaling, softcap, lengths, sums), kv_len)
     return call.sequence.advance(q_len, kv_len)
 
 
 def _changed_keys(
     settings: ActSettings, query: Tensor, key: Tensor, attention_mask: Tensor | None, scaling: float,
-    softcap: float | None, lengths: Tensor | None,
+    softcap: float | None, lengths: Tensor | None, sums: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """:meth:`ActSettings.changed_keys` without the whole matrices (``[B, h, K]``, when a sequence starts):
     the first real token, or ACT's sink set from the prompt rows' column sums."""
@@ -404,7 +446,8 @@ def _changed_keys(
     kv_len = key.shape[2]
     if settings.first_token:
         return first_prompt_key(attention_mask, q_len, kv_len, batch, lengths, query.device).expand(batch, heads, kv_len)
-    sums = column_statistics(query, key, attention_mask, scaling, softcap, lengths)
+    if sums is None:
+        sums = column_statistics(query, key, attention_mask, scaling, softcap, lengths)
     return sinks_from_sums(*sums, settings.threshold, settings.reference_drop_first)
 
 

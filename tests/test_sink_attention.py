@@ -28,6 +28,7 @@ from act_eval.sink_attention import (
     calibrated_attention,
     column_statistics,
     plain_output,
+    plain_pass,
 )
 from tiny_models import SUPPORTED, tiny_model
 
@@ -117,6 +118,56 @@ def test_calibrated_attention_is_the_rule_on_the_whole_matrix(mask_kind: str, so
     torch.testing.assert_close(plain[sees], (probs @ v)[sees])
     no_sinks, _ = calibrated_attention(q, k, v, mask, 0.4, softcap, None, plain_output, block=6)
     torch.testing.assert_close(no_sinks[sees], (probs @ v)[sees])
+
+
+@pytest.mark.parametrize("mask_kind", list(MASKS))
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_a_plain_pass_gives_the_plain_output_log_sum_exp_and_column_sums(mask_kind: str, softcap):
+    q, k, v = qkv()
+    mask = MASKS[mask_kind](2, 11)
+    probs, allowed = full_probs(q, k, mask, 0.4, softcap)
+    lengths = torch.tensor([7, 11])
+    got = plain_pass(q, k, v, mask, 0.4, softcap, lengths, block=6)
+    sees = allowed.any(-1).expand(2, 3, 11)
+    torch.testing.assert_close(got.out[sees], (probs @ v)[sees])
+    logits = attention_scores(q, k, allowed, 0.4, softcap, bias_rows(mask, 0, 11, 11))
+    torch.testing.assert_close(got.lse[sees], torch.logsumexp(logits, -1)[sees])
+    total, count = column_statistics(q, k, mask, 0.4, softcap, lengths, block=6)
+    torch.testing.assert_close(got.total, total)
+    torch.testing.assert_close(got.count, count, atol=0, rtol=0)
+
+
+def test_blocks_are_corrected_from_the_plain_pass_unless_a_row_leans_on_its_sinks(monkeypatch):
+    """Rows 0-11 put most of their mass on key 3, rows 12-23 little: the first blocks are recomputed,
+    the last ones corrected from the plain output, and both give the rule on the whole matrix."""
+    g = torch.Generator().manual_seed(3)
+    n, d = 24, 8
+    u = torch.zeros(d)
+    u[0] = 1.0
+    q = torch.randn(1, 1, n, d, generator=g) * 0.3
+    q[..., :12, 0] = 3.0
+    q[..., 12:, 0] = 0.0
+    k, v = torch.randn(1, 1, n, d, generator=g) * 0.3, torch.randn(1, 1, n, d, generator=g)
+    k[..., 3, :] = 2.0 * u
+    probs, allowed = full_probs(q, k, None, 1.0)
+    sinks = torch.zeros(1, 1, n, dtype=torch.bool)
+    sinks[..., 3] = True
+    mass = probs[..., 3]
+    assert mass[..., 3:12].min() > 0.5 and mass[..., 12:].max() < 0.5
+    recomputed = []
+    exact = sink_attention._exact_parts
+    monkeypatch.setattr(sink_attention, "_exact_parts", lambda part, *a: recomputed.append(part.start) or exact(part, *a))
+    known = plain_pass(q, k, v, None, 1.0, block=6)
+    rule = partial(calibrated_output, beta=0.2)
+    got, plain = calibrated_attention(q, k, v, None, 1.0, None, sinks, rule, plain=True, block=6, known=known)
+    assert recomputed == [0, 6]  # blocks 12:18 and 18:24 were corrected
+    want = redistribute(probs, sinks, 0.2) @ v
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(plain, probs @ v, atol=1e-6, rtol=1e-5)
+    recomputed.clear()
+    without, _ = calibrated_attention(q, k, v, None, 1.0, None, sinks, rule, block=6)
+    assert recomputed == [0, 6, 12, 18]
+    torch.testing.assert_close(got, without, atol=1e-6, rtol=1e-5)
 
 
 def test_a_block_holds_its_rows_logits_only_and_skips_keys_no_row_sees(monkeypatch):
