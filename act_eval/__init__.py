@@ -1,8 +1,8 @@
 """act-eval: the Attention Calibration Technique (ACT) for lm-evaluation-harness.
 
-Data flow: head map (:mod:`act_eval.head_map`) -> attention function
-(:mod:`act_eval.attention`, math in :mod:`act_eval.calibration`) -> model wrapper
-(:mod:`act_eval.hf_act`, on :mod:`act_eval.hf_fast`) -> lm-eval -> logged samples -> statistics -> leaderboard.
+Data flow: head map (:mod:`act_eval.core.head_map`) -> attention function
+(:mod:`act_eval.core.attention`, math in :mod:`act_eval.core.calibration`) -> model wrapper
+(:mod:`act_eval.lm.hf_act`, on :mod:`act_eval.lm.hf_fast`) -> lm-eval -> logged samples -> statistics -> leaderboard.
 
 Kept import-light (no torch here): the package is imported at interpreter start-up by the
 lm-eval registration hook.
@@ -15,15 +15,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "enable_act": "act_eval.attention",
-    "disable_act": "act_eval.attention",
-    "HeadMap": "act_eval.head_map",
-    "load_head_map": "act_eval.head_map",
+    "enable_act": "act_eval.core.attention",
+    "disable_act": "act_eval.core.attention",
+    "HeadMap": "act_eval.core.head_map",
+    "load_head_map": "act_eval.core.head_map",
 }
 
 if TYPE_CHECKING:
-    from act_eval.attention import disable_act, enable_act
-    from act_eval.head_map import HeadMap, load_head_map
+    from act_eval.core.attention import disable_act, enable_act
+    from act_eval.core.head_map import HeadMap, load_head_map
 
 
 def __getattr__(name: str) -> Any:

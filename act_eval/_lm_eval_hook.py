@@ -13,7 +13,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-MODELS = {"hf-act": "act_eval.hf_act:HFActLM", "hf-fast": "act_eval.hf_fast:HFFastLM"}
+MODELS = {"hf-act": "act_eval.lm.hf_act:HFActLM", "hf-fast": "act_eval.lm.hf_fast:HFFastLM"}
 _REGISTRY_MODULE = "lm_eval.api.registry"
 
 

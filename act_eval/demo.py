@@ -27,13 +27,13 @@ def run_demo(
     device: str | None = None,
 ) -> tuple[Path, Path]:
     """Run both arms (or read them back); returns the baseline's and ACT's output directories."""
-    from act_eval.attention import config_shape
-    from act_eval.head_map import resolve_head_map
-    from act_eval.hf_act import HFActLM, config_without_weights
-    from act_eval.hf_fast import HFFastLM
-    from act_eval.models import model_identity, resolve_pretrained
+    from act_eval.core.attention import config_shape
+    from act_eval.core.head_map import resolve_head_map
+    from act_eval.lm.hf_act import HFActLM, config_without_weights
+    from act_eval.lm.hf_fast import HFFastLM
+    from act_eval.lm.pretrained import model_identity, resolve_pretrained
     from act_eval.suggest import check_known
-    from act_eval.task_suite import suite_task_manager
+    from act_eval.lm.suite import suite_task_manager
 
     head_map = head_map or f"{model}.classification"
     out = Path(output_path)
@@ -62,14 +62,14 @@ def run_demo(
 
 
 def _evaluate(lm, model_type: str, model_args: dict, tasks: Sequence[str], out: Path, manager) -> None:
-    from act_eval.evaluate import evaluate_and_save
+    from act_eval.lm.evaluate import evaluate_and_save
 
     evaluate_and_save(lm, model_args, tasks, out, task_manager=manager, model_type=model_type, batch_size=lm.batch_size)
 
 
 def _finished(out: Path, model_args: dict, tasks: Sequence[str]) -> bool:
     """Whether ``out`` holds a run of exactly these settings; another run there is an error."""
-    from act_eval.samples import load_run
+    from act_eval.lm.runs import load_run
 
     if not any(out.glob("*/results_*.json")):
         return False

@@ -31,8 +31,8 @@ import time
 
 import torch
 
-from act_eval.attention import disable_act, enable_act
-from act_eval.models import resolve_pretrained
+from act_eval.core.attention import disable_act, enable_act
+from act_eval.lm.pretrained import resolve_pretrained
 
 
 def heads_fraction(fraction: float, layers: int = 30, heads: int = 9, seed: int = 0) -> list[list[int]]:

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from act_eval.models import resolve_pretrained
+from act_eval.lm.pretrained import resolve_pretrained
 from act_eval.paths import resource_dir
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from act_eval.hf_fast import HFFastLM
+    from act_eval.lm.hf_fast import HFFastLM
 
     task_manager = TaskManager(include_path=[str(resource_dir("tasks"))], include_defaults=False)
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"

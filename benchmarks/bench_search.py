@@ -2,7 +2,7 @@
 
 * naive: for every head and example, calibrate that head alone and run the whole model with all
   logits (lm-eval's ``_model_call``);
-* exact engine (``act_eval.search.exact_scores``, the first-generation search): every head of
+* exact engine (``act_eval.search.engine.exact_scores``, the first-generation search): every head of
   ``--layers``, each calibrated alone, from recorded states;
 * screening + confirmation (the second generation): one forward and one backward pass per example
   estimate every head of the model, then the exact engine confirms the ``--confirm`` heads the
@@ -38,11 +38,11 @@ def main() -> None:
 
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.attention import enable_act, model_shape
-    from act_eval.models import resolve_pretrained
-    from act_eval.search import Settings, exact_scores, gold_logprob, is_correct, naive_head_results
-    from act_eval.search_data import expand_tasks, held_out_examples
-    from act_eval.search_screen import screen_examples
+    from act_eval.core.attention import enable_act, model_shape
+    from act_eval.lm.pretrained import resolve_pretrained
+    from act_eval.search.engine import Settings, exact_scores, gold_logprob, is_correct, naive_head_results
+    from act_eval.search.examples import expand_tasks, held_out_examples
+    from act_eval.search.screen import screen_examples
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = HFLM(pretrained=resolve_pretrained(args.model), device=device, dtype="float32", batch_size=1)

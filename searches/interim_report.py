@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from act_eval.selection import keep_heads, spearman, stratified_test
+from act_eval.search.selection import keep_heads, spearman, stratified_test
 
 LAYOUT = [("act_sst2", 100), ("act_sst5", 100), ("act_mr", 100), ("act_subj", 100), ("act_agnews", 100),
           ("act_trec", 100), ("act_cb", 100), ("act_boolq", 32), ("act_dbpedia", 100)]

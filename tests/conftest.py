@@ -31,14 +31,14 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> str:
-    from act_eval.models import resolve_pretrained
+    from act_eval.lm.pretrained import resolve_pretrained
 
     return resolve_pretrained("smollm2-135m")
 
 
 @pytest.fixture(scope="session")
 def gemma3_path() -> str:
-    from act_eval.models import resolve_pretrained
+    from act_eval.lm.pretrained import resolve_pretrained
 
     return resolve_pretrained("gemma3-270m")
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from act_eval import attention
-from act_eval.attention import (
+from act_eval.core import attention
+from act_eval.core.attention import (
     ActSettings,
     LayerCall,
     UnsupportedArchitectureError,
@@ -16,7 +16,7 @@ from act_eval.attention import (
     disable_act,
     enable_act,
 )
-from act_eval.calibration import calibrate
+from act_eval.core.calibration import calibrate
 from tiny_models import OTHERS, SUPPORTED, tiny_model
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

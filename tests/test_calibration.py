@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.calibration import (
+from act_eval.core.calibration import (
     calibrate,
     first_token,
     first_token_output,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, chi2
 
-from act_eval import stats
+from act_eval.compare import stats
 from act_eval.cli import main
 from fixtures.lm_eval_runs import N_DOCS, TINY_TASKS, build, copy_run, quick_env_info, record_calibration
 
@@ -205,7 +205,7 @@ def test_task_selection_notes_and_icl_refusals(runs, capsys):
 
 def test_recorded_calibration_is_checked_or_noted(runs, capsys, tmp_path):
     """A run that recorded its calibration is checked against its map file; compare says when it cannot be."""
-    from act_eval.head_map import HeadMap
+    from act_eval.core.head_map import HeadMap
 
     hm = HeadMap(
         model="test/tiny", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1, heads={1: (0,)}, name="tiny.cls"
@@ -239,7 +239,7 @@ def test_recorded_calibration_is_checked_or_noted(runs, capsys, tmp_path):
 
 def test_a_first_token_run_is_checked_against_its_map(runs, capsys, tmp_path):
     """A run of a first-token map records its rule and factor; compare checks them as it checks ACT's settings."""
-    from act_eval.head_map import HeadMap
+    from act_eval.core.head_map import HeadMap
 
     hm = HeadMap(model="test/tiny", architecture="llama", num_layers=2, num_heads=2, num_kv_heads=1, heads={1: (0,)},
                  name="tiny.ft", rule="first_token", factor=2.0)

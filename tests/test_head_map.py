@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from act_eval.cli import main as cli
-from act_eval.head_map import HeadMap, HeadMapError, check_fits, check_overrides, load_head_map, published_head_maps
-from act_eval.reference_maps import convert_reference_map
+from act_eval.core.head_map import HeadMap, HeadMapError, check_fits, check_overrides, load_head_map, published_head_maps
+from act_eval.core.reference_maps import convert_reference_map
 
 SHAPE = dict(architecture="llama", num_layers=30, num_heads=9, num_kv_heads=3)
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import logged
 import torch
 
-from act_eval.attention import disable_act, enable_act
-from act_eval.head_map import HeadMapError
+from act_eval.core.attention import disable_act, enable_act
+from act_eval.core.head_map import HeadMapError
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def sst2_requests(data_dir: Path):
 
 def act_lm(smol, **kw):
     """An hf-act wrapper around the already loaded model (saves reloading it per test)."""
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     disable_act(smol.model)
     kw.setdefault("batch_size", 8)
@@ -155,8 +155,8 @@ def test_bad_model_args_are_refused_with_the_value_named(smol, kwargs, message):
 
 
 def test_map_for_another_model_is_refused(smol, tmp_path):
-    from act_eval.head_map import HeadMap
-    from act_eval.hf_act import HFActLM
+    from act_eval.core.head_map import HeadMap
+    from act_eval.lm.hf_act import HFActLM
 
     other = HeadMap(model="Qwen/Qwen2-0.5B", architecture="llama", num_layers=30, num_heads=9, num_kv_heads=3, heads={3: (1,)})
     path = other.save(tmp_path / "other.json")
@@ -199,7 +199,7 @@ def test_start_up_line_names_the_calibration_and_an_empty_map_is_flagged(smol, c
 
 def test_model_info_records_the_map_that_ran(smol, tmp_path):
     """lm-eval merges get_model_info() into results["config"]: the map's name and content hash travel with the run."""
-    from act_eval.head_map import HeadMap
+    from act_eval.core.head_map import HeadMap
 
     hm = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
                  num_kv_heads=3, heads={3: (1, 4), 12: (0,)}, name="test-map", beta=0.3)
@@ -213,7 +213,7 @@ def test_model_info_records_the_map_that_ran(smol, tmp_path):
 
 def test_a_first_token_map_runs_by_path_and_is_recorded(smol, sst2_requests, tmp_path, caplog):
     """Factor 1 is plain ``hf``; another factor moves the numbers, batch 1 and 8 agree, and the results say which rule ran."""
-    from act_eval.head_map import HeadMap, parse_heads
+    from act_eval.core.head_map import HeadMap, parse_heads
 
     hm = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
                  num_kv_heads=3, heads=parse_heads(HEADS), name="ft-test", rule="first_token", factor=1.0)

@@ -13,7 +13,7 @@ import pytest
 from conftest import logged
 import torch
 
-from act_eval.head_map import HeadMapError
+from act_eval.core.head_map import HeadMapError
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def weightless(smollm2_path, tmp_path_factory) -> str:
 
 
 def test_the_folder_really_has_no_weights(weightless):
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     with pytest.raises(OSError):
         HFActLM(pretrained=weightless, tokenizer=weightless, device="cpu", act_heads=[[3, 1]])
@@ -47,15 +47,15 @@ def test_the_folder_really_has_no_weights(weightless):
     ],
 )
 def test_bad_maps_are_refused_before_the_weights_load(weightless, kwargs, error, message):
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     with pytest.raises(error, match=message):
         HFActLM(pretrained=weightless, tokenizer=weightless, device="cpu", **kwargs)
 
 
 def test_settings_of_the_other_rule_are_refused_before_the_weights_load(weightless, tmp_path):
-    from act_eval.head_map import HeadMap
-    from act_eval.hf_act import HFActLM
+    from act_eval.core.head_map import HeadMap
+    from act_eval.lm.hf_act import HFActLM
 
     first = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
                     num_kv_heads=3, heads={3: (1,)}, name="ft", rule="first_token", factor=2.0)
@@ -70,7 +70,7 @@ def test_settings_of_the_other_rule_are_refused_before_the_weights_load(weightle
 
 
 def test_a_missing_data_directory_is_refused_before_the_weights_load(weightless, monkeypatch, tmp_path):
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ACT_EVAL_DATA_DIR", "no/such/data")
@@ -79,7 +79,7 @@ def test_a_missing_data_directory_is_refused_before_the_weights_load(weightless,
 
 
 def test_without_a_device_it_runs_where_torch_can(smollm2_path, caplog):
-    from act_eval.hf_fast import HFFastLM
+    from act_eval.lm.hf_fast import HFFastLM
 
     with logged(caplog, "lm_eval.models.hf_fast"):
         lm = HFFastLM(pretrained=smollm2_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from act_eval.hf_fast import scored_tail
+from act_eval.lm.hf_fast import scored_tail
 
 
 def test_scored_tail_reaches_the_earliest_scored_position():
@@ -23,7 +23,7 @@ def test_scored_tail_reaches_the_earliest_scored_position():
 def test_lm_eval_finds_the_model_type():
     from lm_eval.api.registry import get_model
 
-    from act_eval.hf_fast import HFFastLM
+    from act_eval.lm.hf_fast import HFFastLM
 
     assert get_model("hf-fast") is HFFastLM
 
@@ -54,7 +54,7 @@ def logits_lengths(model: torch.nn.Module) -> tuple[list[tuple[int, int]], objec
 def compare(path: str, reqs: list, batch_size: int, **kw) -> tuple[list, list, list[tuple[int, int]]]:
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.hf_fast import HFFastLM
+    from act_eval.lm.hf_fast import HFFastLM
 
     plain = HFLM(pretrained=path, device="cpu", batch_size=batch_size, dtype="float32", **kw)
     expected = plain.loglikelihood(reqs, disable_tqdm=True)

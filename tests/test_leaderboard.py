@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from act_eval.cli import main
-from act_eval.head_map import HeadMap, load_head_map
+from act_eval.core.head_map import HeadMap, load_head_map
 from act_eval.leaderboard import ROOT_ENV, default_root
 from act_eval.leaderboard.browser import FLAGS, chromium, run_chromium
-from act_eval.samples import load_run
+from act_eval.lm.runs import load_run
 from fixtures.lm_eval_runs import quick_env_info, record_calibration
 
 SUITE = "act_classification_lite"
@@ -391,8 +391,7 @@ def test_a_map_edited_after_the_run_is_refused(runs, tmp_path, capsys):
 
 
 def test_a_published_map_edited_after_the_run_is_refused(runs, tmp_path, capsys, monkeypatch):
-    import act_eval.head_map as head_maps
-
+    import act_eval.core.head_map as head_maps
     published = tmp_path / "head_maps"
     run = with_record(runs, tmp_path, "published")
     ran = load_head_map(run / "head_map.json")
@@ -731,7 +730,7 @@ def family_mean(run_dir: Path) -> float:
 
 
 def test_board_values_and_differences_come_from_the_runs(runs, board):
-    from act_eval.compare import compare_runs
+    from act_eval.compare.report import compare_runs
 
     data = json.loads((board / "leaderboard.json").read_text())
     (section,) = data["sections"]

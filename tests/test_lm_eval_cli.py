@@ -50,7 +50,7 @@ def test_plain_lm_eval_knows_hf_act_and_still_knows_hf(tmp_path: Path):
     assert calibration["num_calibrated_heads"] == 5 and calibration["head_map_hash"].startswith("sha256:")
     assert "hf-act: head map act_heads (" in seen["stderr"]
     assert "Custom kwargs can be passed" not in seen["stderr"]  # lm-eval's per-task note is quieted
-    from act_eval.models import resolve_pretrained
+    from act_eval.lm.pretrained import resolve_pretrained
 
     hf = run_lm_eval([lm_eval], "hf", f"pretrained={resolve_pretrained('smollm2-135m')}", tmp_path / "hf")
     assert act.keys() == hf.keys() == set(range(12))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from act_eval.head_map import load_head_map, published_head_maps
+from act_eval.core.head_map import load_head_map, published_head_maps
 
 SEARCHES = Path(__file__).resolve().parent.parent / "searches"
 SEARCHED = [hm for hm in published_head_maps() if "second generation" in hm.provenance.get("method", "")]

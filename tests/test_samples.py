@@ -1,4 +1,4 @@
-"""act_eval.samples on genuine lm-eval ``--log_samples`` output (dummy model, tiny made-up tasks).
+"""act_eval.lm.runs on genuine lm-eval ``--log_samples`` output (dummy model, tiny made-up tasks).
 
 The runs come from ``fixtures/lm_eval_runs.py``: lm-eval 0.4.13's ``simple_evaluate`` with its
 ``dummy`` model, saved by lm-eval's own ``EvaluationTracker`` as the CLI saves them. Expected
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from act_eval import samples as S
+from act_eval.lm import runs as S
 from fixtures.lm_eval_runs import ICL_SEEDS, N_DOCS, TASKS, TINY_TASKS, build, copy_run
 
 

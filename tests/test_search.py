@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.attention import enable_act
-from act_eval.search import HeadSearch, Settings, exact_scores, gold_logprob, is_correct, naive_head_results
-from act_eval.search_data import Example, expand_tasks
+from act_eval.core.attention import enable_act
+from act_eval.search.engine import HeadSearch, Settings, exact_scores, gold_logprob, is_correct, naive_head_results
+from act_eval.search.examples import Example, expand_tasks
 from tiny_models import tiny_model
 
 SETTINGS = Settings(threshold=0.08, beta=0.2)
@@ -84,7 +84,7 @@ def test_family_names_expand_to_tasks():
 
 
 def test_compact_rows_drops_prefix_rows_and_keeps_every_choice():
-    from act_eval.search import compact_rows
+    from act_eval.search.engine import compact_rows
 
     ctx, a, b = (5, 6, 7, 8), (9, 10), (11, 12, 13)
     ex = Example("synthetic", 0, (ctx, ctx + a[:1], ctx + b[:2]), len(ctx), ((0, (4,)), (1, a), (2, b)), 1)
@@ -102,7 +102,7 @@ def test_compact_rows_drops_prefix_rows_and_keeps_every_choice():
 def test_plan_passes_is_the_cheapest_grouping():
     import itertools
 
-    from act_eval.search import plan_passes
+    from act_eval.search.engine import plan_passes
 
     def cost(groups, starts, width, rows, overhead):
         return sum(overhead * rows + (g.stop - g.start) * rows * (width - starts[g.start]) for g in groups)
@@ -122,7 +122,7 @@ def test_plan_passes_is_the_cheapest_grouping():
 
 
 def test_length_batches_weigh_padding_against_the_cost_of_a_batch():
-    from act_eval.search import length_batches
+    from act_eval.search.engine import length_batches
 
     def example(width: int) -> Example:
         return Example("synthetic", width, (tuple(range(3, 3 + width)),), width, ((0, (5,)),), 0)
@@ -140,7 +140,7 @@ def test_fast_search_equals_direct_evaluation_on_real_smollm2(smollm2_path, monk
     """Real sinks come at different positions per head, so heads split into several passes."""
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.search_data import held_out_examples
+    from act_eval.search.examples import held_out_examples
 
     lm = HFLM(pretrained=smollm2_path, device="cpu", batch_size=1, dtype="float32")
     model = lm.model.eval()
@@ -179,8 +179,8 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
 
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.search_data import examples_digest, held_out_examples
-    from act_eval.selection import as_layers
+    from act_eval.search.examples import examples_digest, held_out_examples
+    from act_eval.search.selection import as_layers
 
     ckpt = Path(__file__).parent.parent / "searches" / "smollm2-135m.classification" / "checkpoint"
     inputs = json.loads((ckpt / "meta.json").read_text())["inputs"]
@@ -205,9 +205,9 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
 
 
 def _job(tmp_path, model, digest="digest-1", **overrides):
-    from act_eval.attention import model_shape
-    from act_eval.search_run import SearchConfig, SearchJob
-    from act_eval.search_store import SearchStore
+    from act_eval.core.attention import model_shape
+    from act_eval.search.job import SearchConfig, SearchJob
+    from act_eval.search.store import SearchStore
 
     settings = dict(top_k=4, controls=2, per_task_candidates=1, chunk=3, batch_size=2, threshold=0.08, beta=0.2,
                     alpha=1.0, min_effect=-1.0, harm_alpha=0.0, betas=[0.2, 0.7], thresholds=[0.08])
@@ -257,7 +257,7 @@ def test_killed_search_resumes_to_the_identical_map(tmp_path):
 
 
 def test_map_scores_batched_equal_one_at_a_time_and_the_empty_map_is_the_baseline():
-    from act_eval.search import map_scores
+    from act_eval.search.engine import map_scores
 
     model = tiny_model("gemma3_text")
     enable_act(model, None, check_model=False)

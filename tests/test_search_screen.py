@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.attention import enable_act
-from act_eval.search import Settings, exact_scores
-from act_eval.search_screen import screen_examples
+from act_eval.core.attention import enable_act
+from act_eval.search.engine import Settings, exact_scores
+from act_eval.search.screen import screen_examples
 from test_search import RULE_SETTINGS, SETTINGS, examples
 from tiny_models import tiny_model
 
@@ -60,7 +60,7 @@ def test_estimate_on_real_smollm2(smollm2_path):
     """A few heads of the real model: derivative equals finite difference; alpha = 1 equals the exact engine."""
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.search_data import held_out_examples
+    from act_eval.search.examples import held_out_examples
 
     lm = HFLM(pretrained=smollm2_path, device="cpu", batch_size=1, dtype="float32")
     model = lm.model.eval()

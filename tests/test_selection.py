@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from act_eval.search import Settings
-from act_eval.search_combine import accepts, choose_settings, greedy_map, slice_score
-from act_eval.selection import holm, keep_heads, spearman, stratified_test
+from act_eval.search.engine import Settings
+from act_eval.search.combine import accepts, choose_settings, greedy_map, slice_score
+from act_eval.search.selection import holm, keep_heads, spearman, stratified_test
 
 
 def test_holm_counts_every_head_of_the_model():

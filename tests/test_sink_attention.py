@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from act_eval import sink_attention
-from act_eval.attention import (
+from act_eval.core import blockwise as sink_attention
+from act_eval.core.attention import (
     ActSettings,
     LayerCall,
     SequenceSinks,
@@ -19,9 +19,9 @@ from act_eval.attention import (
     enable_act,
     model_shape,
 )
-from act_eval.calibration import calibrated_output, column_sums, redistribute
-from act_eval.head_map import HeadMap, HeadMapError, parse_heads
-from act_eval.sink_attention import (
+from act_eval.core.calibration import calibrated_output, column_sums, redistribute
+from act_eval.core.head_map import HeadMap, HeadMapError, parse_heads
+from act_eval.core.blockwise import (
     allowed_rows,
     attention_scores,
     bias_rows,
@@ -349,7 +349,7 @@ def test_an_unknown_kernel_is_refused_before_anything_changes():
 
 
 def test_hf_act_refuses_an_unknown_kernel_before_loading():
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     with pytest.raises(HeadMapError, match="act_kernel must be one of blockwise, eager, got 'flash'"):
         HFActLM(pretrained="smollm2-135m", act_kernel="flash")
@@ -367,7 +367,7 @@ def test_real_model_log_likelihoods_equal_the_eager_reference(name: str, request
     from lm_eval.api.instance import Instance
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from act_eval.hf_act import HFActLM
+    from act_eval.lm.hf_act import HFActLM
 
     path = request.getfixturevalue("smollm2_path" if name.startswith("smol") else "gemma3_path")
     data_dir = request.getfixturevalue("data_dir")

@@ -1,4 +1,4 @@
-"""act_eval.stats against published examples and values worked by hand (source stated per test)."""
+"""act_eval.compare.stats against published examples and values worked by hand (source stated per test)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, false_discovery_control
 
-from act_eval import stats
-
-
+from act_eval.compare import stats
 def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
     """0/1 outcome vectors with the given 2x2 paired table (documents in a fixed, mixed order)."""
     a = [1] * both + [1] * only_a + [0] * only_b + [0] * neither

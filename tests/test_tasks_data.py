@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from act_eval import task_data
-from act_eval.task_data import LITE_SIZE, load_task_data, lite_indices, read_rows
+from act_eval.lm import task_data
+from act_eval.lm.task_data import LITE_SIZE, load_task_data, lite_indices, read_rows
 
 SST2 = {"name": "sst2", "hub": ["nyu-mll/glue", "sst2"], "eval_split": "validation", "train_split": "train",
         "fields": ["sentence", "label"]}  # fmt: skip

@@ -83,7 +83,7 @@ def test_tasks_path_command_prints_the_include_path(tasks_dir: Path) -> None:
 
 
 def test_include_path_works_from_any_directory(tmp_path: Path, tasks_dir: Path) -> None:
-    # `!function utils.x` resolves next to the YAML and act_eval.task_data by import, so the
+    # `!function utils.x` resolves next to the YAML and act_eval.lm.task_data by import, so the
     # suite does not depend on the current directory
     script = (
         "from lm_eval.tasks import TaskManager\n"

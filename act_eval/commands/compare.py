@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from act_eval.samples import Run
+    from act_eval.lm.runs import Run
 
 DEFAULT_PLOT = "act_compare_forest.png"
 
@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from act_eval.compare import compare_runs, format_report
-    from act_eval.samples import load_icl_runs, load_run
+    from act_eval.compare.report import compare_runs, format_report
+    from act_eval.lm.runs import load_icl_runs, load_run
 
     baseline = load_run(args.baseline)
     act = load_run(args.act) if args.act else None
@@ -91,7 +91,7 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(format_report(report, args.format), end="", flush=True)
     if not args.no_plot:
-        from act_eval.plots import forest_plot
+        from act_eval.compare.forest import forest_plot
 
         print(f"forest plot: {forest_plot(report, args.plot)}", file=sys.stderr)
     return 0
@@ -100,7 +100,7 @@ def _compare(args: argparse.Namespace) -> int:
 def icl_paths(path: Path) -> list[Path]:
     """An accepted ICL submission (a directory with manifest.json) stands for the runs its manifest lists."""
     from act_eval.leaderboard.manifest import MANIFEST, read_manifest
-    from act_eval.samples import ICL_MANIFEST
+    from act_eval.lm.runs import ICL_MANIFEST
 
     if path.is_dir() and (path / MANIFEST).is_file() and not (path / ICL_MANIFEST).is_file():
         return [path / rel for rel in read_manifest(path).runs]

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from act_eval.head_map import published_head_maps
+    from act_eval.core.head_map import published_head_maps
 
     for hm in published_head_maps():
         print(hm.summary_line())
@@ -28,7 +28,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from act_eval.head_map import load_head_map
+    from act_eval.core.head_map import load_head_map
 
     hm = load_head_map(args.map)
     print(hm.to_json() if args.json else hm.describe())
@@ -38,8 +38,8 @@ def _show(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from act_eval.head_map import published_dir
-    from act_eval.reference_maps import convert_reference_map
+    from act_eval.core.head_map import published_dir
+    from act_eval.core.reference_maps import convert_reference_map
 
     out = Path(args.out) if args.out else published_dir()
     for src in args.files:

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from act_eval.evaluate import evaluate_and_save
-from act_eval.head_map import atomic_write_text
+from act_eval.lm.evaluate import evaluate_and_save
+from act_eval.core.head_map import atomic_write_text
 
 if TYPE_CHECKING:
-    from act_eval.samples import Run
+    from act_eval.lm.runs import Run
 
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 
@@ -85,9 +85,9 @@ def run_icl(
     """
     from lm_eval.api.registry import get_model
 
-    from act_eval.samples import ICL_MANIFEST
+    from act_eval.lm.runs import ICL_MANIFEST
     from act_eval.suggest import check_known
-    from act_eval.task_suite import suite_task_manager
+    from act_eval.lm.suite import suite_task_manager
 
     if num_fewshot < 1:
         raise ValueError(f"ICL needs at least one demonstration, got --num_fewshot {num_fewshot}")
@@ -158,7 +158,7 @@ def finished_run(
 
     A run with other settings there is an error rather than something to overwrite silently.
     """
-    from act_eval.samples import load_run
+    from act_eval.lm.runs import load_run
 
     if not any(seed_dir.glob("*/results_*.json")):
         return None
@@ -186,7 +186,7 @@ def icl_summary(paths: Sequence[str | Path], metric: str = "acc", filter_name: s
     """A markdown table: per task, k, each seed's value and the mean ± std over seeds (points)."""
     import numpy as np
 
-    from act_eval.samples import load_icl_runs, select_tasks
+    from act_eval.lm.runs import load_icl_runs, select_tasks
 
     runs = load_icl_runs(paths)
     tasks = select_tasks({"icl": runs})

@@ -41,12 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from act_eval.attention import enable_act, model_shape
-    from act_eval.calibration import DEFAULT_THRESHOLD
-    from act_eval.capture import capture_attention, load_model
-    from act_eval.head_map import check_threshold, resolve_head_map
-    from act_eval.inspect_report import Inspection, write_inspection
-    from act_eval.task_prompts import doc_prompt, encode, load_tasks, token_strings
+    from act_eval.core.attention import enable_act, model_shape
+    from act_eval.core.calibration import DEFAULT_THRESHOLD
+    from act_eval.sinks.capture import capture_attention, load_model
+    from act_eval.core.head_map import check_threshold, resolve_head_map
+    from act_eval.sinks.report import Inspection, write_inspection
+    from act_eval.sinks.prompts import doc_prompt, encode, load_tasks, token_strings
 
     if args.text is not None and args.doc != 0:
         raise ValueError("--doc goes with --task, not --text")

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from act_eval.models import EMBEDDED
+    from act_eval.lm.pretrained import EMBEDDED
 
     for model in EMBEDDED.values():
         print(f"{model.name:14s} {model.hub_id:40s} ({model.install})")
@@ -26,7 +26,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _path(args: argparse.Namespace) -> int:
-    from act_eval.models import embedded_model, resolve_pretrained
+    from act_eval.lm.pretrained import embedded_model, resolve_pretrained
 
     if embedded_model(args.name) is None:
         raise ValueError(f"unknown embedded model {args.name!r}; see `act-eval models list`")
@@ -38,7 +38,7 @@ def _install(args: argparse.Namespace) -> int:
     import subprocess
     import sys
 
-    from act_eval.models import EMBEDDED, embedded_model
+    from act_eval.lm.pretrained import EMBEDDED, embedded_model
 
     names = args.names or list(EMBEDDED)
     for name in names:

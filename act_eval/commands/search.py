@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from act_eval.search_run import SearchConfig, run_search
+    from act_eval.search.job import SearchConfig, run_search
 
     fields = SearchConfig.__dataclass_fields__
     config = SearchConfig(**{k: v for k, v in vars(args).items() if k in fields})

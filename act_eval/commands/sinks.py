@@ -31,13 +31,13 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from act_eval.attention import model_shape
-    from act_eval.calibration import DEFAULT_THRESHOLD
-    from act_eval.capture import capture_attention, load_model
-    from act_eval.head_map import check_threshold
-    from act_eval.sink_plots import plot_sink_stats
-    from act_eval.sink_stats import SinkStats, write_summary
-    from act_eval.task_prompts import encode, load_tasks, task_prompts, token_strings
+    from act_eval.core.attention import model_shape
+    from act_eval.core.calibration import DEFAULT_THRESHOLD
+    from act_eval.sinks.capture import capture_attention, load_model
+    from act_eval.core.head_map import check_threshold
+    from act_eval.sinks.figures import plot_sink_stats
+    from act_eval.sinks.stats import SinkStats, write_summary
+    from act_eval.sinks.prompts import encode, load_tasks, task_prompts, token_strings
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _table(summary: dict) -> str:
     """The headline numbers and the most frequent sink tokens, as a Markdown table."""
-    from act_eval.sink_plots import token_label
+    from act_eval.sinks.figures import token_label
 
     near_end = summary["near_end"]
     lines = [

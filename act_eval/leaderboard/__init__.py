@@ -9,7 +9,7 @@ One module per job:
 - :mod:`.store`: accepted submissions under ``<root>/submissions/<id>/`` (duplicates, pairing,
   atomic acceptance);
 - :mod:`.board`: the board's content (values, differences and their significance from
-  :mod:`act_eval.compare`); :mod:`.render` and :mod:`.html` turn it into markdown, JSON and a
+  :mod:`act_eval.compare.report`); :mod:`.render` and :mod:`.html` turn it into markdown, JSON and a
   static page, :mod:`.figures` into plots; :mod:`.build` writes them all; :mod:`.browser`
   drives headless Chromium (the README's screenshot, the page tests).
 

@@ -7,7 +7,7 @@ submissions of the same model (id, revision or file hash) and subset, on the sam
 ``metric_list``); a family's value is the unweighted mean over its tasks, as the suite's groups
 aggregate. ICL values are means over few-shot seeds.
 
-Differences and their significance come from :func:`act_eval.compare.compare_runs`, once per
+Differences and their significance come from :func:`act_eval.compare.report.compare_runs`, once per
 model, family, ACT submission and first-token submission (with the model's ICL submission and its
 label-prior rivals on that family, if any; without either, once for the other arms): paired bootstrap
 intervals, McNemar or permutation p-values, Holm-adjusted across the family's tasks; a family's
@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from act_eval.compare import Report, compare_runs, rival_name
-from act_eval.compare import Row as CompareRow
-from act_eval.label_prior import LABELS
+from act_eval.compare.report import Report, compare_runs, rival_name
+from act_eval.compare.report import Row as CompareRow
+from act_eval.rivals.label_prior import LABELS
 from act_eval.leaderboard.manifest import ARMS, CALIBRATED_ARMS
 from act_eval.leaderboard.store import Accepted
 

@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
 
-from act_eval.head_map import HeadMapError, check_beta, check_factor, check_threshold
-from act_eval.label_prior import LABELS
+from act_eval.core.head_map import HeadMapError, check_beta, check_factor, check_threshold
+from act_eval.rivals.label_prior import LABELS
 from act_eval.leaderboard import SubmissionError
 
 FORMAT = "act-eval-submission"

@@ -2,7 +2,7 @@
 
 Everything the results file says (model arguments, tasks, shots, seeds, versions, date,
 hardware) is copied from it; the arm, the suite and the head map follow from the model
-arguments, the run's groups and, for a run from ``act-eval calibrate``, its ``config.calibration``; the model's identity comes from :func:`act_eval.models.model_identity`
+arguments, the run's groups and, for a run from ``act-eval calibrate``, its ``config.calibration``; the model's identity comes from :func:`act_eval.lm.pretrained.model_identity`
 and its file hash from the weights on this machine. Only what cannot be known (a hub revision
 for a hub model without a recorded commit, or other hardware wording) needs an option.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from act_eval import __version__
-from act_eval.head_map import HeadMap, atomic_write_text, load_head_map, published_dir
+from act_eval.core.head_map import HeadMap, atomic_write_text, load_head_map, published_dir
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
     MANIFEST,
@@ -33,8 +33,8 @@ from act_eval.leaderboard.manifest import (
     parse_manifest,
 )
 from act_eval.leaderboard.recorded import check_recorded_map, recorded_map, run_settings
-from act_eval.models import embedded_model, model_identity
-from act_eval.samples import ICL_MANIFEST, Run, load_run, model_args_dict
+from act_eval.lm.pretrained import embedded_model, model_identity
+from act_eval.lm.runs import ICL_MANIFEST, Run, load_run, model_args_dict
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 

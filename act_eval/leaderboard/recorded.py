@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from act_eval.head_map import HeadMap, HeadMapError, load_head_map, parse_heads
+from act_eval.core.head_map import HeadMap, HeadMapError, load_head_map, parse_heads
 from act_eval.leaderboard.manifest import HEAD_MAP_FILE
-from act_eval.samples import Run
+from act_eval.lm.runs import Run
 
 INLINE = "inline"  # the block's head_map for heads given as act_heads= rather than a map file
 _KEYS = ("head_map", "head_map_hash", "heads", "num_calibrated_heads")

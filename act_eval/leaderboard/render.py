@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from importlib import resources
 
-from act_eval.compare import format_report
+from act_eval.compare.report import format_report
 from act_eval.leaderboard.board import KINDS, Board, Cell, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
 from act_eval.leaderboard.manifest import short_name, shots_label

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from act_eval import __version__
-from act_eval.head_map import atomic_write_text
+from act_eval.core.head_map import atomic_write_text
 from act_eval.leaderboard import SUBMISSIONS, SubmissionError
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
@@ -43,7 +43,7 @@ from act_eval.leaderboard.manifest import (
     read_manifest,
 )
 from act_eval.leaderboard.verify import Checked, TaskInfo, verify_submission
-from act_eval.samples import Run, check_paired, compress_samples, load_run, read_task_samples
+from act_eval.lm.runs import Run, check_paired, compress_samples, load_run, read_task_samples
 
 RECORD = "record.json"  # written by the store: id, fingerprint, acceptance date, per-task facts
 

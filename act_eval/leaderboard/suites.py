@@ -3,7 +3,7 @@
 A suite is a group under ``tasks/groups`` (``act_suite_lite``, ``act_classification_lite``, ...).
 Its leaf tasks, their families (the group directly above each task), their documents and their
 definitions come from lm-eval's own ``TaskManager`` over the project's task directory and the
-task data (:mod:`act_eval.task_data`), so "full evaluation split" and "the task's documents"
+task data (:mod:`act_eval.lm.task_data`), so "full evaluation split" and "the task's documents"
 mean exactly what an lm-eval run of the suite evaluates.
 """
 
@@ -98,7 +98,7 @@ def load_suite(name: str) -> Suite:
     try:
         with quiet():
             loaded = task_manager().load([name])
-    except RuntimeError as err:  # task data unreachable (act_eval.task_data says how to fix it)
+    except RuntimeError as err:  # task data unreachable (act_eval.lm.task_data says how to fix it)
         raise ValueError(f"cannot build suite {name} to check against: {err}") from None
     group_map: dict[str, list[str]] = loaded["group_map"]
     families: dict[str, str] = {}

@@ -19,7 +19,7 @@ In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
                    have recorded it (``hf-act`` did before that rule existed);
 ``calibration``    a contextual or batch calibration run (``act-eval calibrate``) whose per-document
                    metrics or prior do not follow from its logged log-likelihoods
-                   (:func:`act_eval.recalibrate.check_calibrated`), or a run of another arm that
+                   (:func:`act_eval.rivals.rescore.check_calibrated`), or a run of another arm that
                    records a label calibration.
 
 Duplicates and pairing with accepted submissions are the store's checks (:mod:`.store`).
@@ -33,14 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from act_eval.head_map import HeadMapError, load_head_map
+from act_eval.core.head_map import HeadMapError, load_head_map
 from act_eval.leaderboard import SubmissionError
 from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manifest, read_manifest
 from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map, run_settings
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
-from act_eval.models import model_identity
-from act_eval.recalibrate import CALIBRATION_KEY, check_calibrated
-from act_eval.samples import (
+from act_eval.lm.pretrained import model_identity
+from act_eval.rivals.rescore import CALIBRATION_KEY, check_calibrated
+from act_eval.lm.runs import (
     Run,
     TaskSamples,
     load_icl_runs,

@@ -2,7 +2,7 @@
 
 ACT changes a head's probabilities only on its sink columns ``S`` (act-spec.md): each row's
 output is ``b_i N_i + beta C_i`` with ``C_i = sum_{j in S} P_ij V_j`` and
-``N_i = sum_{j not in S} P_ij V_j`` (:func:`act_eval.calibration.calibrated_output`; the same
+``N_i = sum_{j not in S} P_ij V_j`` (:func:`act_eval.core.calibration.calibrated_output`; the same
 value as the issue's ``b_i (O_i - C_i) + beta C_i`` with ``O`` the standard output, computed
 without the cancellation in ``O_i - C_i`` that ``b_i`` would amplify when the sinks hold most
 of a row's mass). Both sums, and the masses ``m_i`` and ``1 - m_i`` that ``b_i`` needs, come
@@ -11,12 +11,12 @@ causal prefix, a sliding-window band), so at most ``block x N`` float32 logits a
 memory O(N x block) per layer, never O(N^2).
 
 * :func:`column_statistics`: when a sequence starts, the sink statistic's column sums over the
-  prompt rows (the sink set itself comes from :func:`act_eval.calibration.sinks_from_sums`,
+  prompt rows (the sink set itself comes from :func:`act_eval.core.calibration.sinks_from_sums`,
   the one place that thresholds);
 * :func:`calibrated_attention`: with the sink set known, the calibrated (and the plain) output.
   A decoding step runs only this, on its own rows.
 
-First-token scaling (:func:`act_eval.calibration.first_token_output`) runs through the same
+First-token scaling (:func:`act_eval.core.calibration.first_token_output`) runs through the same
 pass, its "sink set" being the first real token alone (:func:`first_prompt_key`): the rule
 differs only in how a row's two parts are combined.
 
@@ -35,10 +35,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from act_eval.calibration import first_token
+from act_eval.core.calibration import first_token
 
 # A rule's output from a row's parts (other_out, other_mass, sink_out, sink_mass), e.g.
-# :func:`act_eval.calibration.calibrated_output` with its beta bound
+# :func:`act_eval.core.calibration.calibrated_output` with its beta bound
 RowOutput = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 # Query rows (summed over batch rows and heads) per block: a block holds ``block x K`` float32
@@ -266,7 +266,7 @@ def column_statistics(
 ) -> tuple[Tensor, Tensor]:
     """The sink statistic's column sums ``(total [B, h, K], count [B, 1, K])`` over the prompt rows.
 
-    What :func:`act_eval.calibration.column_sums` gives on the whole probability matrix with
+    What :func:`act_eval.core.calibration.column_sums` gives on the whole probability matrix with
     ``visible`` = prompt rows (:func:`prompt_rows`) and the keys they see, summed block by block.
     """
     batch, heads, q_len, _ = query.shape
@@ -340,7 +340,7 @@ def first_prompt_key(
 ) -> Tensor:
     """Boolean ``[B, 1, K]``: the first real token, the first key any prompt row sees (left padding skipped).
 
-    What :func:`act_eval.calibration.first_token` gives on the keys prompt rows see, found block
+    What :func:`act_eval.core.calibration.first_token` gives on the keys prompt rows see, found block
     by block of rows (a mask is ``Q x K``; no block holds more than ``block x K`` of it).
     """
     if attention_mask is None:  # plain causal: every row sees key 0

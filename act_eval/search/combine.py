@@ -9,7 +9,7 @@ calibration effect, and one is accepted only when, with it added to the map so f
   accuracy is what a user reports), and
 * **no task is significantly hurt**: per task, the paired change in log p(gold | choices) from
   the map so far to the map with the head (the same validation examples, scored both ways) is
-  tested with a one-sided one-sample t-test (:func:`act_eval.selection.task_tests`, the keep
+  tested with a one-sided one-sample t-test (:func:`act_eval.search.selection.task_tests`, the keep
   rule's harm test); a head is refused when any task's p < ``guard_alpha`` (default 0.05,
   uncorrected across tasks, i.e. cautious). A head that helps the pool by hurting one task is
   never accepted. The first version refused a head when any task's mean fell at all; with 20
@@ -20,7 +20,7 @@ The search stops after ``patience`` consecutive rejections. The settings grid th
 final map at every grid point on the same slice (ACT: every (threshold, beta) pair; first-token
 scaling: every factor) and picks the best objective whose accuracy is not below the searched
 setting's; every score goes into the map's provenance. Settings are
-:class:`act_eval.search.Settings`, whatever the rule: nothing here depends on it.
+:class:`act_eval.search.engine.Settings`, whatever the rule: nothing here depends on it.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from act_eval.selection import as_layers, task_tests
+from act_eval.search.selection import as_layers, task_tests
 
 if TYPE_CHECKING:
-    from act_eval.search import Settings
+    from act_eval.search.engine import Settings
 
 Evaluate = Callable[[dict[int, list[int]], "Settings"], list[tuple[float, bool]]]  # heads, settings
 

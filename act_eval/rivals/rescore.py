@@ -4,7 +4,7 @@ The output is what ``lm_eval --output_path OUT --log_samples`` writes (``OUT/<mo
 and one ``samples_<task>_<date>.jsonl`` per task), so ``act-eval compare``, ``act-eval submit``
 and the board read it like any run. Each sample keeps the base run's lines as logged (document,
 requests, ``resps``, hashes: the same prompts, so it pairs with the baseline per document) with
-its metrics re-scored (:mod:`act_eval.label_prior`) and a ``calibration`` entry holding the prior
+its metrics re-scored (:mod:`act_eval.rivals.label_prior`) and a ``calibration`` entry holding the prior
 it was scored with (and, for contextual calibration, the content-free inputs' log-likelihoods it
 came from); the results file's ``config.calibration`` says which method ran, on which run, and
 each task's prior(s). Everything but the content-free log-likelihoods can thus be recomputed
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from act_eval import __version__
-from act_eval.head_map import atomic_write_text
-from act_eval.label_prior import (
+from act_eval.core.head_map import atomic_write_text
+from act_eval.rivals.label_prior import (
     CONTENT_FREE,
     METHODS,
     TRANSDUCTIVE,
@@ -43,7 +43,7 @@ from act_eval.label_prior import (
     content_free_doc,
     mean_prior,
 )
-from act_eval.samples import Run, choice_scores, expand_group, read_records, samples_digest
+from act_eval.lm.runs import Run, choice_scores, expand_group, read_records, samples_digest
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM

@@ -32,7 +32,7 @@ class SearchStore:
                     "use another --checkpoint directory or pass --restart"
                 )
         else:
-            from act_eval.head_map import atomic_write_text
+            from act_eval.core.head_map import atomic_write_text
 
             atomic_write_text(meta, json.dumps({"digest": digest, "store_version": STORE_VERSION, "inputs": inputs}, indent=1))
 

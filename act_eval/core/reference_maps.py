@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from act_eval.head_map import HeadMap, parse_heads
+from act_eval.core.head_map import HeadMap, parse_heads
 
 # architecture facts of the models the authors searched (from their public config.json)
 _MODELS = {

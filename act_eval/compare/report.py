@@ -20,7 +20,7 @@ is the mean over seeds, its spread the standard deviation over seeds (ddof=1), a
 per-document values for the paired tests are correctness averaged over seeds.
 
 Rivals are single runs re-scored by a label prior (``act-eval calibrate``: contextual or batch
-calibration, :mod:`act_eval.label_prior`), or ``hf-act`` runs of a first-token head map, named from
+calibration, :mod:`act_eval.rivals.label_prior`), or ``hf-act`` runs of a first-token head map, named from
 what their results file records (batch calibration's name says it is transductive). Each arm is
 compared with the baseline; with an ACT run, ACT is also compared with ICL and with every rival.
 """
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from act_eval import stats
-from act_eval.label_prior import arm_name
-from act_eval.samples import Run, TaskSamples, check_paired, read_task_samples, select_tasks
+from act_eval.compare import stats
+from act_eval.rivals.label_prior import arm_name
+from act_eval.lm.runs import Run, TaskSamples, check_paired, read_task_samples, select_tasks
 
 AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")
 FIRST_TOKEN = "first-token"  # the arm name of a first-token scaling run (ZeroTuning's idea, a head map's rule)

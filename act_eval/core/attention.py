@@ -10,14 +10,14 @@ the sequence, decoding with the KV cache, reuse). :func:`enable_act` leaves the 
 sequence state on each module with selected heads (``module.act``, ``module.act_sequence``), for
 the calls lm-eval and ``generate`` make; a call may instead bring its own, one per layer, as
 ``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). The settings name the
-rule (:data:`act_eval.calibration.RULES`): ACT's sink calibration, or first-token scaling, which
+rule (:data:`act_eval.core.calibration.RULES`): ACT's sink calibration, or first-token scaling, which
 both kernels run as a one-column "sink set" (the first real token) with its own reweighting. Layers with nothing
 to calibrate go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
 the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
-block of query rows from their sink columns and the rest (:mod:`act_eval.sink_attention`,
+block of query rows from their sink columns and the rest (:mod:`act_eval.core.blockwise`,
 memory O(N) per head); ``"eager"``, the reference the tests hold it against, recomputes each
 selected head's whole probability matrix in float32 and calibrates it with
-:mod:`act_eval.calibration`.
+:mod:`act_eval.core.calibration`.
 
 Which query rows are *prompt* rows (they alone decide the sink set) is an argument of the
 forward call too: ``model(input_ids, act_prompt_lengths=lengths)`` (``[B]``, each row's context
@@ -37,7 +37,7 @@ from transformers import AttentionInterface, PretrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from act_eval.calibration import (
+from act_eval.core.calibration import (
     RULES,
     calibrated_output,
     first_token,
@@ -47,8 +47,8 @@ from act_eval.calibration import (
     sink_set,
     sinks_from_sums,
 )
-from act_eval.head_map import HeadMap, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
-from act_eval.sink_attention import (
+from act_eval.core.head_map import HeadMap, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
+from act_eval.core.blockwise import (
     allowed_rows,
     attention_scores,
     bias_rows,
@@ -81,7 +81,7 @@ class UnsupportedArchitectureError(ValueError):
 class ActSettings:
     """How one layer is calibrated: its selected query heads, the rule and its parameters, the kernel.
 
-    ``rule`` is one of :data:`act_eval.calibration.RULES`: ``"act"`` (``threshold``, ``beta``,
+    ``rule`` is one of :data:`act_eval.core.calibration.RULES`: ``"act"`` (``threshold``, ``beta``,
     ``reference_drop_first``) or ``"first_token"`` (``factor``; the others unused). Fixed while
     calibration is on; nothing about a call or a sequence lives here."""
 
@@ -120,7 +120,7 @@ class ActSettings:
         return redistribute(probs, keys, self.beta)
 
     def output(self, other_out: Tensor, other_mass: Tensor, sink_out: Tensor, sink_mass: Tensor) -> Tensor:
-        """The rule's output from a row's parts (the blockwise kernel's :data:`~act_eval.sink_attention.RowOutput`)."""
+        """The rule's output from a row's parts (the blockwise kernel's :data:`~act_eval.core.blockwise.RowOutput`)."""
         if self.first_token:
             return first_token_output(other_out, other_mass, sink_out, sink_mass, self.factor)
         return calibrated_output(other_out, other_mass, sink_out, sink_mass, self.beta)
@@ -366,11 +366,11 @@ def _blockwise_kernel(
     call: LayerCall | None, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
     scaling: float, softcap: float | None, out: Tensor | None, lengths: Tensor | None,
 ) -> Tensor:
-    """Selected heads calibrated block by block (:mod:`act_eval.sink_attention`), in O(N) memory.
+    """Selected heads calibrated block by block (:mod:`act_eval.core.blockwise`), in O(N) memory.
 
     ``out`` is sdpa's output for the heads left alone (the selected heads' slots are filled
     here), or None when every head runs here: all selected, or softcapping rules sdpa out. When
-    a sequence starts, one :func:`~act_eval.sink_attention.plain_pass` gives the plain output and
+    a sequence starts, one :func:`~act_eval.core.blockwise.plain_pass` gives the plain output and
     the prompt rows' column sums, the sink set follows from those, and the output is corrected
     on the sink columns; later calls of the sequence (decoding) reuse the sink set on their own
     rows. The screen, which differentiates, finds the sink set first and then calibrates (the

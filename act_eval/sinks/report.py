@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from act_eval.capture import Capture
-from act_eval.head_map import atomic_write_text
-from act_eval.sink_plots import HeadView, crop_note, plot_head, plot_layer, plot_sink_overview, shown_positions, token_label
+from act_eval.sinks.capture import Capture
+from act_eval.core.head_map import atomic_write_text
+from act_eval.sinks.figures import HeadView, crop_note, plot_head, plot_layer, plot_sink_overview, shown_positions, token_label
 
 FORMAT = "act-eval-inspect"
 FORMAT_VERSION = 1

@@ -1,6 +1,6 @@
 """Exact head search engine: the effect of calibrating each (layer, head) alone, on held-out examples.
 
-It confirms what the screen (:mod:`act_eval.search_screen`) estimates: per example, the log
+It confirms what the screen (:mod:`act_eval.search.screen`) estimates: per example, the log
 p(gold | choices) and correctness with each candidate head calibrated alone (:func:`exact_scores`),
 and the same for a whole map (:func:`map_scores`, the greedy pass on the validation slice).
 
@@ -24,7 +24,7 @@ numbers with far less work, using only what calibration provably leaves alone:
 and ``benchmarks/bench_search.py`` compare against.
 
 Every pass brings its own calibration as arguments of the forward call (``act_layers``, one
-:class:`act_eval.attention.LayerCall` per calibrated layer, and ``act_prompt_lengths``): nothing
+:class:`act_eval.core.attention.LayerCall` per calibrated layer, and ``act_prompt_lengths``): nothing
 is written onto the model's modules, and layers a pass leaves out run plain.
 """
 
@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
-from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
-from act_eval.search_data import Example
+from act_eval.core.attention import KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
+from act_eval.core.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.search.examples import Example
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class HeadSearch:
         self.device = next(model.parameters()).device
         self.sliding_limit = _sliding_limit(model)
         if model.config._attn_implementation != "act":
-            raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
+            raise ValueError("enable ACT on the model first: act_eval.core.attention.enable_act(model, None)")
 
     def all_heads(self) -> dict[int, list[int]]:
         """Every head of every layer."""

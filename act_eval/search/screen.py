@@ -4,10 +4,10 @@ Every head of every layer is mixed as ``o + alpha * (o_cal - o)`` (``LayerCall.m
 example and head), with ``alpha = 0``: the forward pass is the plain model, and the gradient of
 log p(gold | choices) with respect to each alpha is the effect's first-order (tangent) estimate
 at no calibration. ``alpha = 1`` for one head is that head calibrated exactly. The sink set and the
-redistribution come from :mod:`act_eval.calibration` through the ACT attention function, as in
+redistribution come from :mod:`act_eval.core.calibration` through the ACT attention function, as in
 every other path. The sink set itself is piecewise constant, so it carries no gradient.
 
-An estimate ranks heads; it does not decide. The exact engine (:mod:`act_eval.search`) confirms
+An estimate ranks heads; it does not decide. The exact engine (:mod:`act_eval.search.engine`) confirms
 the candidates it ranks first and a random control sample, and only confirmed heads enter a map.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from act_eval.attention import LayerCall, model_shape
-from act_eval.search import RowBatch, Settings, batch_overhead, forward_arguments, gold_logprob, is_correct, length_batches
-from act_eval.search_data import Example
+from act_eval.core.attention import LayerCall, model_shape
+from act_eval.search.engine import RowBatch, Settings, batch_overhead, forward_arguments, gold_logprob, is_correct, length_batches
+from act_eval.search.examples import Example
 
 
 @dataclass
@@ -41,7 +41,7 @@ def screen_examples(
     model); tests use it for finite differences and for alpha = 1.
     """
     if model.config._attn_implementation != "act":
-        raise ValueError("enable ACT on the model first: act_eval.attention.enable_act(model, None)")
+        raise ValueError("enable ACT on the model first: act_eval.core.attention.enable_act(model, None)")
     shape = model_shape(model)
     device = next(model.parameters()).device
     out: list[Screened | None] = [None] * len(examples)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as st
 
-from act_eval.stats import sign_test_greater
+from act_eval.compare.stats import sign_test_greater
 
 
 @dataclass(frozen=True)

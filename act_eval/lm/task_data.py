@@ -1,6 +1,6 @@
 """The one place that reads task data for the act-eval lm-eval tasks.
 
-Every task YAML under ``tasks/`` sets ``custom_dataset: !function act_eval.task_data.load_task_data``
+Every task YAML under ``tasks/`` sets ``custom_dataset: !function act_eval.lm.task_data.load_task_data``
 and describes its data in ``dataset_kwargs.act_data``::
 
     dataset_kwargs:

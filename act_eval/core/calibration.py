@@ -35,7 +35,7 @@ def column_sums(probs: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
     """Per key, the attention prompt rows give it and how many prompt rows see it.
 
     Both ``[..., K]`` and additive over rows, so blocks of query rows can be summed one at a time
-    (:mod:`act_eval.sink_attention`) and finished by :func:`scores_from_sums`.
+    (:mod:`act_eval.core.blockwise`) and finished by :func:`scores_from_sums`.
     """
     probs = _at_least_fp32(probs)
     weight = visible.to(probs.dtype)

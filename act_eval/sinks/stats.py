@@ -1,7 +1,7 @@
 """Dataset-level sink statistics: which tokens become sinks, in which layers and heads, how often.
 
-Counts come from :class:`act_eval.capture.LayerAttention` records (sink sets from
-:func:`act_eval.calibration.sink_set`), one document at a time, so ``act-eval inspect`` on any
+Counts come from :class:`act_eval.sinks.capture.LayerAttention` records (sink sets from
+:func:`act_eval.core.calibration.sink_set`), one document at a time, so ``act-eval inspect`` on any
 of the documents marks exactly the sinks counted here. Definitions, per (document, layer, head):
 
 - a *sink event* is one position of the head's sink set (the first token never is one: the
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from act_eval.capture import LayerAttention
-from act_eval.head_map import atomic_write_text
-from act_eval.task_prompts import Prompt
+from act_eval.sinks.capture import LayerAttention
+from act_eval.core.head_map import atomic_write_text
+from act_eval.sinks.prompts import Prompt
 
 FORMAT = "act-eval-sinks"
 FORMAT_VERSION = 1

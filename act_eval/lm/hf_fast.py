@@ -26,8 +26,8 @@ import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from act_eval.models import resolve_pretrained
-from act_eval.task_data import local_data_dir
+from act_eval.lm.pretrained import resolve_pretrained
+from act_eval.lm.task_data import local_data_dir
 
 log = logging.getLogger("lm_eval.models.hf_fast")  # lm-eval's CLI shows its models' log lines
 

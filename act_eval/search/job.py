@@ -2,20 +2,20 @@
 
 Stages, each checkpointed in a :class:`SearchStore` before the next reads it back:
 
-1. **screen** (:mod:`act_eval.search_screen`): one forward and one backward pass per calibration
+1. **screen** (:mod:`act_eval.search.screen`): one forward and one backward pass per calibration
    example give every head's first-order effect on log p(gold | choices);
-2. **confirm** (:func:`act_eval.search.exact_scores`): the ``top_k`` heads with the largest
+2. **confirm** (:func:`act_eval.search.engine.exact_scores`): the ``top_k`` heads with the largest
    stratified estimate, a seeded random control sample of ``controls`` other heads, and per task
    the ``per_task_candidates`` heads that task's estimate ranks first (on that task's examples),
    each calibrated alone, exactly; Spearman's rank correlation of estimate and exact effect, on
    the candidates and on the controls, goes into provenance;
-3. **keep** (:mod:`act_eval.selection`): only exactly confirmed heads can pass the keep rule;
-4. **combine and choose settings** (:mod:`act_eval.search_combine`) on the validation slice, a
+3. **keep** (:mod:`act_eval.search.selection`): only exactly confirmed heads can pass the keep rule;
+4. **combine and choose settings** (:mod:`act_eval.search.combine`) on the validation slice, a
    disjoint part of the training data; per family and per task.
 
 The rule is ACT's (``rule="act"``) or first-token scaling (``rule="first_token"``, ZeroTuning's
 idea): the stages are the same, the heads being mixed, confirmed and combined under that rule
-(:class:`act_eval.search.Settings`), and the settings grid is over (threshold, beta) or over factors.
+(:class:`act_eval.search.engine.Settings`), and the settings grid is over (threshold, beta) or over factors.
 
 Stages 1-2 run over chunks of examples; under ``torchrun`` / ``accelerate launch`` (RANK and
 WORLD_SIZE in the environment) each rank takes every WORLD_SIZE-th chunk, and rank 0 waits for
@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from act_eval import __version__
-from act_eval.calibration import RULES
-from act_eval.head_map import HeadMap, check_beta, check_factor, check_threshold
+from act_eval.core.calibration import RULES
+from act_eval.core.head_map import HeadMap, check_beta, check_factor, check_threshold
 from act_eval.paths import cache_dir
 
 if TYPE_CHECKING:
-    from act_eval.search import Settings
+    from act_eval.search.engine import Settings
 
 ACT_FIELDS = ("threshold", "beta", "betas", "thresholds")  # the search's settings for each rule
 FIRST_TOKEN_FIELDS = ("factor", "factors")
@@ -100,13 +100,13 @@ class SearchConfig:
 
     def searched(self) -> "Settings":
         """The settings the heads are screened, confirmed, kept and combined at."""
-        from act_eval.search import Settings
+        from act_eval.search.engine import Settings
 
         return Settings(self.threshold, self.beta) if self.rule == "act" else Settings(rule=self.rule, factor=self.factor)
 
     def grid(self) -> list["Settings"]:
         """The settings the final map is scored at on validation (ACT: threshold-major, as before rules existed)."""
-        from act_eval.search import Settings
+        from act_eval.search.engine import Settings
 
         if self.rule == "act":
             return [Settings(t, b) for t in self.thresholds for b in self.betas]
@@ -139,7 +139,7 @@ def _protocol(tasks: list[str]) -> str:
 
 
 def _family(tasks: list[str]) -> str:
-    from act_eval.search_data import GROUPS
+    from act_eval.search.examples import GROUPS
 
     base = {t.removesuffix("_spaced") for t in tasks}
     for family, members in GROUPS.items():
@@ -153,10 +153,10 @@ def run_search(config: SearchConfig) -> HeadMap | None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.attention import enable_act, model_shape
-    from act_eval.models import model_identity, resolve_pretrained
-    from act_eval.search_data import examples_digest, expand_tasks, held_out_examples
-    from act_eval.search_store import SearchStore
+    from act_eval.core.attention import enable_act, model_shape
+    from act_eval.lm.pretrained import model_identity, resolve_pretrained
+    from act_eval.search.examples import examples_digest, expand_tasks, held_out_examples
+    from act_eval.search.store import SearchStore
 
     config.check_settings()
     if config.per_task < 2 or config.val_per_task < 1:
@@ -234,7 +234,7 @@ class SearchJob:
         """Per example: baseline logp and correctness, and the estimate per head (rounded for size)."""
         from tqdm.auto import tqdm
 
-        from act_eval.search_screen import screen_examples
+        from act_eval.search.screen import screen_examples
 
         chunks = _chunks(len(cal), self.config.chunk)
         names = [f"screen/chunk_{i:04d}" for i in range(len(chunks))]
@@ -285,8 +285,8 @@ class SearchJob:
         """Exact per-head, per-example log p(gold | choices) and correctness for every candidate."""
         from tqdm.auto import tqdm
 
-        from act_eval.search import exact_scores
-        from act_eval.selection import as_layers
+        from act_eval.search.engine import exact_scores
+        from act_eval.search.selection import as_layers
 
         cand = self.candidates(screened, cal)
         pooled = cand["top"] + cand["controls"]
@@ -318,7 +318,7 @@ class SearchJob:
     def evaluator(self, val: list, tag: str, done: Callable[[int], object]):
         """``evaluate(heads, settings)`` on ``val``, each result stored (a resumed search re-reads it);
         ``done(1)`` after each (a progress bar's update)."""
-        from act_eval.search import map_scores
+        from act_eval.search.engine import map_scores
 
         def evaluate(heads: dict[int, list[int]], settings) -> list[tuple[float, bool]]:
             key = json.dumps([tag, sorted((int(k), sorted(v)) for k, v in heads.items() if v), *settings.key()])
@@ -332,7 +332,7 @@ class SearchJob:
         return evaluate
 
     def keep(self, rows: list[dict], cal: list, heads: list[tuple[int, int]], task: str | None = None):
-        from act_eval.selection import keep_heads
+        from act_eval.search.selection import keep_heads
 
         idx = [i for i, e in enumerate(cal) if task is None or e.task == task]
         per_head = {h: ([rows[i]["heads"][_key(*h)][0] for i in idx], [rows[i]["heads"][_key(*h)][1] for i in idx]) for h in heads}
@@ -342,7 +342,7 @@ class SearchJob:
                           c.alpha, c.min_effect, c.harm_alpha)
 
     def agreement(self, stats, est: dict) -> dict:
-        from act_eval.selection import spearman
+        from act_eval.search.selection import spearman
 
         exact = {(s.layer, s.head): s.effect for s in stats}
         heads = sorted(exact)
@@ -356,8 +356,8 @@ class SearchJob:
         """Greedy map at the searched setting, then the settings grid, on ``val``."""
         from tqdm.auto import tqdm
 
-        from act_eval.search_combine import choose_settings, greedy_map, slice_score
-        from act_eval.selection import as_layers
+        from act_eval.search.combine import choose_settings, greedy_map, slice_score
+        from act_eval.search.selection import as_layers
 
         c = self.config
         bar = tqdm(desc=f"combine and choose settings ({label}, {len(val)} validation examples)", unit=" maps",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from act_eval.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.core.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
 from act_eval.paths import resource_dir
 from act_eval.suggest import did_you_mean
 

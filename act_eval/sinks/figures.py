@@ -194,7 +194,7 @@ def plot_sink_overview(
 
 
 def plot_sink_stats(path: Path, stats: dict[str, Any], top: int = 15) -> Path:
-    """Dataset statistics from :mod:`act_eval.sink_stats`: top sink tokens, and per layer and head the
+    """Dataset statistics from :mod:`act_eval.sinks.stats`: top sink tokens, and per layer and head the
     share of documents with a sink beyond the first token and with the first token as top column."""
     plt = _pyplot()
     tokens = stats["tokens"][:top]

@@ -2,12 +2,12 @@
 
 The sink analysis needs what the heads really attend to, which sdpa never returns. A recording
 attention function, registered with transformers' ``AttentionInterface`` like ACT's own,
-computes every head eagerly (:func:`act_eval.attention.eager_attention`), finds the sink sets
-with :func:`act_eval.calibration.sink_set` (the one place that computes them), applies the
-map's rule (:meth:`act_eval.attention.ActSettings.reweight`) to the heads it calibrates in that layer, stores the
+computes every head eagerly (:func:`act_eval.core.attention.eager_attention`), finds the sink sets
+with :func:`act_eval.core.calibration.sink_set` (the one place that computes them), applies the
+map's rule (:meth:`act_eval.core.attention.ActSettings.reweight`) to the heads it calibrates in that layer, stores the
 result in the layer's recorder, and returns the attention output, so later layers see calibrated
 inputs when calibration is on. Everything about the capture arrives as the forward call's
-``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.attention.enable_act`
+``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.core.attention.enable_act`
 left on the module are copied into it), as the head search passes its calibration. Every
 unmasked row is a prompt row: the whole input is the prompt.
 """
@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from act_eval.attention import (
+from act_eval.core.attention import (
     ActSettings,
     UnsupportedArchitectureError,
     mask_bias,
@@ -31,7 +31,7 @@ from act_eval.attention import (
     attention_modules,
     eager_attention,
 )
-from act_eval.calibration import DEFAULT_THRESHOLD, sink_scores, sink_set
+from act_eval.core.calibration import DEFAULT_THRESHOLD, sink_scores, sink_set
 
 CAPTURE_ATTENTION = "act_capture"
 RECORDERS = "act_capture"  # the forward call's keyword argument: {layer index: recorder}
@@ -161,7 +161,7 @@ def capture_attention(
 ) -> Capture:
     """One forward pass over ``input_ids`` (the whole input is the prompt), recorded layer by layer.
 
-    With ACT enabled on ``model`` (:func:`act_eval.attention.enable_act`), ``calibrate`` applies
+    With ACT enabled on ``model`` (:func:`act_eval.core.attention.enable_act`), ``calibrate`` applies
     its heads and beta, as hf-act does; ``calibrate=False`` shows the plain model. ``threshold``
     defaults to ACT's when enabled, else the rule's default; the reference "drop the first
     detected sink" switch follows each layer's ACT state. Probabilities (``[B, H, N, N]`` per
@@ -203,7 +203,7 @@ def load_model(pretrained: str, device: str | None = None) -> tuple[PreTrainedMo
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from act_eval.models import model_identity, resolve_pretrained
+    from act_eval.lm.pretrained import model_identity, resolve_pretrained
 
     identity = model_identity(pretrained)
     path = resolve_pretrained(pretrained)

@@ -33,7 +33,7 @@ class Example:
 def expand_tasks(names: list[str]) -> list[str]:
     """Accept family names (``classification``), lm-eval group names (``act_classification``) or tasks."""
     from act_eval.suggest import check_known
-    from act_eval.task_suite import suite_task_manager
+    from act_eval.lm.suite import suite_task_manager
 
     out: list[str] = []
     for name in names:
@@ -67,7 +67,7 @@ def held_out_examples(lm, task_names: list[str], per_task: int, seed: int = 1234
 
     Returns the examples and a description for the map's provenance.
     """
-    from act_eval.task_suite import suite_task_manager
+    from act_eval.lm.suite import suite_task_manager
 
     loaded = suite_task_manager().load(task_names)["tasks"]
     examples: list[Example] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from act_eval.compare import Report
+from act_eval.compare.report import Report
 
 
 def forest_plot(report: Report, path: str | Path) -> Path:
