@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "enable_act": "act_eval.core.attention",
-    "disable_act": "act_eval.core.attention",
+    "enable_act": "act_eval.core.enable",
+    "disable_act": "act_eval.core.enable",
     "HeadMap": "act_eval.core.head_map",
     "load_head_map": "act_eval.core.head_map",
 }
 
 if TYPE_CHECKING:
-    from act_eval.core.attention import disable_act, enable_act
+    from act_eval.core.enable import disable_act, enable_act
     from act_eval.core.head_map import HeadMap, load_head_map
 
 

@@ -27,13 +27,13 @@ def run_demo(
     device: str | None = None,
 ) -> tuple[Path, Path]:
     """Run both arms (or read them back); returns the baseline's and ACT's output directories."""
-    from act_eval.core.attention import config_shape
     from act_eval.core.head_map import resolve_head_map
+    from act_eval.core.switch import config_shape
     from act_eval.lm.hf_act import HFActLM, config_without_weights
     from act_eval.lm.hf_fast import HFFastLM
     from act_eval.lm.pretrained import model_identity, resolve_pretrained
-    from act_eval.suggest import check_known
     from act_eval.lm.suite import suite_task_manager
+    from act_eval.suggest import check_known
 
     head_map = head_map or f"{model}.classification"
     out = Path(output_path)

@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from act_eval.core.attention import disable_act, enable_act
+from act_eval.core.enable import disable_act, enable_act
 from act_eval.lm.pretrained import resolve_pretrained
 
 

@@ -38,7 +38,8 @@ def main() -> None:
 
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.core.attention import enable_act, model_shape
+    from act_eval.core.enable import enable_act
+    from act_eval.core.switch import model_shape
     from act_eval.lm.pretrained import resolve_pretrained
     from act_eval.search.engine import Settings, exact_scores, gold_logprob, is_correct, naive_head_results
     from act_eval.search.examples import expand_tasks, held_out_examples

@@ -7,16 +7,10 @@ import torch
 from torch import nn
 
 from act_eval.core import attention
-from act_eval.core.attention import (
-    ActSettings,
-    LayerCall,
-    UnsupportedArchitectureError,
-    act_attention_forward,
-    attention_modules,
-    disable_act,
-    enable_act,
-)
+from act_eval.core.attention import ActSettings, LayerCall, act_attention_forward
 from act_eval.core.calibration import calibrate
+from act_eval.core.enable import disable_act, enable_act
+from act_eval.core.switch import UnsupportedArchitectureError, attention_modules
 from tiny_models import OTHERS, SUPPORTED, tiny_model
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, chi2
 
-from act_eval.compare import stats
 from act_eval.cli import main
+from act_eval.compare import stats
 from fixtures.lm_eval_runs import N_DOCS, TINY_TASKS, build, copy_run, quick_env_info, record_calibration
 
 

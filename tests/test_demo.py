@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from act_eval.demo import run_demo
 from act_eval.core.head_map import HeadMap, HeadMapError
+from act_eval.demo import run_demo
 from act_eval.lm.runs import load_run, open_samples, read_task_samples
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from act_eval.core.attention import disable_act, enable_act, model_shape
+from act_eval.core.enable import disable_act, enable_act
 from act_eval.core.head_map import HeadMap, load_head_map, parse_heads
+from act_eval.core.switch import model_shape
+from act_eval.search.config import SearchConfig
 from act_eval.search.engine import Settings
-from act_eval.search.job import SearchConfig
 from test_search import _job, _tasked, examples
 from tiny_models import tiny_model
 

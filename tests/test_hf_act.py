@@ -9,7 +9,7 @@ import pytest
 from conftest import logged
 import torch
 
-from act_eval.core.attention import disable_act, enable_act
+from act_eval.core.enable import disable_act, enable_act
 from act_eval.core.head_map import HeadMapError
 
 pytestmark = pytest.mark.slow

@@ -18,6 +18,7 @@ import pytest
 
 from act_eval.cli import main
 from act_eval.compare.report import compare_runs
+from act_eval.lm.runs import choice_scores, load_run, read_records
 from act_eval.rivals.label_prior import (
     batch_priors,
     calibrated_choice,
@@ -26,7 +27,6 @@ from act_eval.rivals.label_prior import (
     mean_prior,
 )
 from act_eval.rivals.rescore import calibrate_run, check_calibrated
-from act_eval.lm.runs import choice_scores, load_run, read_records
 
 BOARD = Path(__file__).resolve().parents[1] / "leaderboard" / "submissions"
 BASELINE = BOARD / "smollm2-135m-instruct.baseline.act_suite_lite.96aa53dc"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.core.attention import enable_act
+from act_eval.core.enable import enable_act
 from act_eval.search.engine import HeadSearch, Settings, exact_scores, gold_logprob, is_correct, naive_head_results
 from act_eval.search.examples import Example, expand_tasks
 from tiny_models import tiny_model
@@ -205,8 +205,9 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
 
 
 def _job(tmp_path, model, digest="digest-1", **overrides):
-    from act_eval.core.attention import model_shape
-    from act_eval.search.job import SearchConfig, SearchJob
+    from act_eval.core.switch import model_shape
+    from act_eval.search.config import SearchConfig
+    from act_eval.search.job import SearchJob
     from act_eval.search.store import SearchStore
 
     settings = dict(top_k=4, controls=2, per_task_candidates=1, chunk=3, batch_size=2, threshold=0.08, beta=0.2,

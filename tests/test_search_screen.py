@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from act_eval.core.attention import enable_act
+from act_eval.core.enable import enable_act
 from act_eval.search.engine import Settings, exact_scores
 from act_eval.search.screen import screen_examples
 from test_search import RULE_SETTINGS, SETTINGS, examples

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from act_eval.search.engine import Settings
 from act_eval.search.combine import accepts, choose_settings, greedy_map, slice_score
+from act_eval.search.engine import Settings
 from act_eval.search.selection import holm, keep_heads, spearman, stratified_test
 
 

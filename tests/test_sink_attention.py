@@ -9,18 +9,7 @@ import torch
 from torch import nn
 
 from act_eval.core import blockwise as sink_attention
-from act_eval.core.attention import (
-    ActSettings,
-    LayerCall,
-    SequenceSinks,
-    act_attention_forward,
-    disable_act,
-    eager_attention,
-    enable_act,
-    model_shape,
-)
-from act_eval.core.calibration import calibrated_output, column_sums, redistribute
-from act_eval.core.head_map import HeadMap, HeadMapError, parse_heads
+from act_eval.core.attention import ActSettings, LayerCall, SequenceSinks, act_attention_forward, eager_attention
 from act_eval.core.blockwise import (
     allowed_rows,
     attention_scores,
@@ -30,6 +19,10 @@ from act_eval.core.blockwise import (
     plain_output,
     plain_pass,
 )
+from act_eval.core.calibration import calibrated_output, column_sums, redistribute
+from act_eval.core.enable import disable_act, enable_act
+from act_eval.core.head_map import HeadMap, HeadMapError, parse_heads
+from act_eval.core.switch import model_shape
 from tiny_models import SUPPORTED, tiny_model
 
 HEADS = [[0, 1], [1, 0], [1, 3], [2, 0], [2, 2]]

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from act_eval import cli
-from act_eval.core.attention import UnsupportedArchitectureError, disable_act, enable_act
 from act_eval.core.calibration import redistribute, sink_scores, sink_set
+from act_eval.core.enable import disable_act, enable_act
+from act_eval.core.switch import UnsupportedArchitectureError
 from act_eval.sinks.capture import capture_attention
 from act_eval.sinks.figures import MAX_TOKENS, crop_note, shown_positions, token_label
-from act_eval.sinks.stats import SinkStats
 from act_eval.sinks.prompts import Prompt
+from act_eval.sinks.stats import SinkStats
 from tiny_models import tiny_model
 
 HEADS = [[0, 1], [2, 0], [2, 3]]
@@ -217,8 +218,8 @@ def test_inspect_and_sinks_commands_agree_on_a_tiny_model(arch: str, tmp_path: P
 
 def test_inspect_reports_a_first_token_maps_rule_and_factor(tmp_path: Path, capsys):
     """A first-token map has no beta: inspect reports its rule and factor, and --beta is refused for it."""
-    from act_eval.core.attention import model_shape
     from act_eval.core.head_map import HeadMap
+    from act_eval.core.switch import model_shape
 
     model = save_tiny("llama", tmp_path / "model")
     shape = model_shape(tiny_model("llama"))

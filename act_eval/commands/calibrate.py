@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from act_eval.commands.compare import icl_paths
-    from act_eval.core.head_map import atomic_write_text
-    from act_eval.rivals.rescore import calibrate_run
+    from act_eval.files import atomic_write_text
     from act_eval.lm.runs import ICL_MANIFEST, load_icl_runs, load_run
+    from act_eval.rivals.rescore import calibrate_run
 
     paths = icl_paths(Path(args.run))
     icl = len(paths) > 1 or (Path(args.run) / ICL_MANIFEST).is_file()

@@ -31,9 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from lm_eval.utils import setup_logging
 
+    from act_eval.compare.forest import forest_plot
     from act_eval.compare.report import compare_runs, format_report
     from act_eval.demo import run_demo
-    from act_eval.compare.forest import forest_plot
     from act_eval.lm.runs import load_run
 
     setup_logging()  # lm-eval's log lines, hf-act's start-up line among them, as the lm_eval CLI shows them

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from act_eval.files import atomic_write_text
 from act_eval.lm.evaluate import evaluate_and_save
-from act_eval.core.head_map import atomic_write_text
 
 if TYPE_CHECKING:
     from act_eval.lm.runs import Run
@@ -86,8 +86,8 @@ def run_icl(
     from lm_eval.api.registry import get_model
 
     from act_eval.lm.runs import ICL_MANIFEST
-    from act_eval.suggest import check_known
     from act_eval.lm.suite import suite_task_manager
+    from act_eval.suggest import check_known
 
     if num_fewshot < 1:
         raise ValueError(f"ICL needs at least one demonstration, got --num_fewshot {num_fewshot}")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from act_eval.commands import add_model_run_options
+from act_eval.core.rules import DEFAULT_BETA, DEFAULT_THRESHOLD
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--head-map", help="calibrate: published map name, JSON file, or inline heads like '[[10, 2], [12, 5]]'"
     )
-    parser.add_argument("--threshold", type=float, help="sink threshold (default: the head map's, else 0.1)")
-    parser.add_argument("--beta", type=float, help="ACT maps: calibration beta (default: the head map's, else 0.4)")
+    parser.add_argument("--threshold", type=float, help=f"sink threshold (default: the head map's, else {DEFAULT_THRESHOLD})")
+    parser.add_argument("--beta", type=float, help=f"ACT maps: calibration beta (default: the head map's, else {DEFAULT_BETA})")
     parser.add_argument(
         "--factor", type=float, help="first-token maps: the first token's attention factor (default: the map's)"
     )
@@ -41,12 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from act_eval.core.attention import enable_act, model_shape
-    from act_eval.core.calibration import DEFAULT_THRESHOLD
-    from act_eval.sinks.capture import capture_attention, load_model
+    from act_eval.core.enable import enable_act
     from act_eval.core.head_map import check_threshold, resolve_head_map
-    from act_eval.sinks.report import Inspection, write_inspection
+    from act_eval.core.switch import model_shape
+    from act_eval.sinks.capture import capture_attention, load_model
     from act_eval.sinks.prompts import doc_prompt, encode, load_tasks, token_strings
+    from act_eval.sinks.report import Inspection, write_inspection
 
     if args.text is not None and args.doc != 0:
         raise ValueError("--doc goes with --task, not --text")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from act_eval.commands import add_model_run_options
+from act_eval.core.rules import DEFAULT_THRESHOLD
 
 TOP_TOKENS = 15  # rows of the printed table
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="embedded model name (act-eval models list), local path or hub id")
     parser.add_argument("--tasks", required=True, help="comma-separated task or group names")
     parser.add_argument("--limit", type=int, help="documents per task (default: all)")
-    parser.add_argument("--threshold", type=float, help="sink threshold (default: 0.1)")
+    parser.add_argument("--threshold", type=float, help=f"sink threshold (default: {DEFAULT_THRESHOLD})")
     parser.add_argument("--out", default="act-eval-sinks", help="output directory (default: ./act-eval-sinks)")
     add_model_run_options(parser)
     parser.set_defaults(func=_run)
@@ -31,13 +32,12 @@ def _run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from act_eval.core.attention import model_shape
-    from act_eval.core.calibration import DEFAULT_THRESHOLD
-    from act_eval.sinks.capture import capture_attention, load_model
     from act_eval.core.head_map import check_threshold
+    from act_eval.core.switch import model_shape
+    from act_eval.sinks.capture import capture_attention, load_model
     from act_eval.sinks.figures import plot_sink_stats
-    from act_eval.sinks.stats import SinkStats, write_summary
     from act_eval.sinks.prompts import encode, load_tasks, task_prompts, token_strings
+    from act_eval.sinks.stats import SinkStats, write_summary
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from act_eval.compare import stats
-from act_eval.rivals.label_prior import arm_name
 from act_eval.lm.runs import Run, TaskSamples, check_paired, read_task_samples, select_tasks
+from act_eval.rivals.label_prior import arm_name
 
 AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")
 FIRST_TOKEN = "first-token"  # the arm name of a first-token scaling run (ZeroTuning's idea, a head map's rule)

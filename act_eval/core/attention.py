@@ -1,4 +1,4 @@
-"""ACT (and first-token scaling) as a transformers attention function, registered under one name with its mask.
+"""ACT (and first-token scaling) as a transformers attention function, and what one call of it is given.
 
 ``act_attention_forward`` has the signature of every function in transformers'
 ``AttentionInterface``: tensors plus the attention module, and the forward call's extra keyword
@@ -6,11 +6,11 @@ arguments (transformers hands them down to the attention function, checked for e
 architecture, GPT-2 included). What calibrates a layer is a :class:`LayerCall`: the layer's
 :class:`ActSettings` (selected heads, threshold, beta, kernel: fixed while calibration is on)
 and its :class:`SequenceSinks` (the sink set found when a sequence starts, which later calls of
-the sequence, decoding with the KV cache, reuse). :func:`enable_act` leaves the settings and a
+the sequence, decoding with the KV cache, reuse). :func:`act_eval.core.enable.enable_act` leaves the settings and a
 sequence state on each module with selected heads (``module.act``, ``module.act_sequence``), for
 the calls lm-eval and ``generate`` make; a call may instead bring its own, one per layer, as
 ``model(..., act_layers={layer: LayerCall(...)})`` (the head search's way). The settings name the
-rule (:data:`act_eval.core.calibration.RULES`): ACT's sink calibration, or first-token scaling, which
+rule (:data:`act_eval.core.rules.RULES`): ACT's sink calibration, or first-token scaling, which
 both kernels run as a one-column "sink set" (the first real token) with its own reweighting. Layers with nothing
 to calibrate go straight to the standard kernel (sdpa), so they pay nothing. Two kernels calibrate
 the selected heads, with the same numbers: ``"blockwise"`` (the default) computes them block by
@@ -33,21 +33,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface, PretrainedConfig, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from act_eval.core.calibration import (
-    RULES,
-    calibrated_output,
-    first_token,
-    first_token_output,
-    redistribute,
-    scale_first_token,
-    sink_set,
-    sinks_from_sums,
-)
-from act_eval.core.head_map import HeadMap, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
 from act_eval.core.blockwise import (
     allowed_rows,
     attention_scores,
@@ -59,6 +46,17 @@ from act_eval.core.blockwise import (
     plain_pass,
     prompt_rows,
 )
+from act_eval.core.calibration import (
+    calibrated_output,
+    first_token,
+    first_token_output,
+    redistribute,
+    scale_first_token,
+    sink_set,
+    sinks_from_sums,
+)
+from act_eval.core.rules import RULES
+from act_eval.core.switch import UnsupportedArchitectureError
 
 ACT_ATTENTION = "act"
 PROMPT_LENGTHS = "act_prompt_lengths"  # the forward call's keyword argument for per-row prompt lengths
@@ -73,15 +71,11 @@ def check_kernel(kernel: str) -> str:
     return kernel
 
 
-class UnsupportedArchitectureError(ValueError):
-    """The model does not route attention through transformers' AttentionInterface."""
-
-
 @dataclass(frozen=True)
 class ActSettings:
     """How one layer is calibrated: its selected query heads, the rule and its parameters, the kernel.
 
-    ``rule`` is one of :data:`act_eval.core.calibration.RULES`: ``"act"`` (``threshold``, ``beta``,
+    ``rule`` is one of :data:`act_eval.core.rules.RULES`: ``"act"`` (``threshold``, ``beta``,
     ``reference_drop_first``) or ``"first_token"`` (``factor``; the others unused). Fixed while
     calibration is on; nothing about a call or a sequence lives here."""
 
@@ -454,161 +448,3 @@ def _changed_keys(
 def mask_bias(attention_mask: Tensor | None, kv_len: int) -> Tensor | None:
     """A float mask may carry biases beyond masking; keep them (bool masks carry none)."""
     return None if attention_mask is None else bias_rows(attention_mask, 0, attention_mask.shape[-2], kv_len)
-
-
-def register() -> None:
-    """Register the attention function and its mask (sdpa's) under one name; idempotent."""
-    if ACT_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(ACT_ATTENTION, act_attention_forward)
-    if ACT_ATTENTION not in AttentionMaskInterface._global_mapping:
-        AttentionMaskInterface.register(ACT_ATTENTION, sdpa_mask)
-
-
-# ---------------------------------------------------------------------------------------------
-# turning calibration on and off for a model
-
-
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention module of every decoder layer, in layer order."""
-    found: dict[int, nn.Module] = {}
-    for module in model.modules():
-        if (
-            type(module).__name__.endswith("Attention")
-            and isinstance(getattr(module, "layer_idx", None), int)
-            and not getattr(module, "is_cross_attention", False)
-        ):
-            found.setdefault(module.layer_idx, module)
-    return [found[i] for i in sorted(found)]
-
-
-def model_shape(model: PreTrainedModel) -> dict[str, Any]:
-    """Architecture, layer and head counts as head maps record them."""
-    return config_shape(model.config)
-
-
-def config_shape(config: PretrainedConfig) -> dict[str, Any]:
-    """:func:`model_shape` from a model's config alone (checks that need no weights)."""
-    config = config.get_text_config()
-    heads = config.num_attention_heads
-    return {
-        "architecture": config.model_type,
-        "num_layers": config.num_hidden_layers,
-        "num_heads": heads,
-        "num_kv_heads": getattr(config, "num_key_value_heads", None) or heads,
-    }
-
-
-@dataclass
-class ActController:
-    """Handle returned by :func:`enable_act`: the map in force and what to restore."""
-
-    model: PreTrainedModel
-    head_map: HeadMap
-    threshold: float
-    beta: float
-    previous_attention: str
-    kernel: str = KERNELS[0]
-    factor: float | None = None  # first_token maps: the factor in force
-
-    @property
-    def rule(self) -> str:
-        return self.head_map.rule
-
-
-def enable_act(
-    model: PreTrainedModel,
-    head_map: HeadMap | str | dict | list | None = None,
-    *,
-    threshold: float | None = None,
-    beta: float | None = None,
-    reference_drop_first: bool = False,
-    model_id: str | None = None,
-    check_model: bool = True,
-    kernel: str = KERNELS[0],
-    factor: float | None = None,
-) -> ActController:
-    """Turn calibration on for a loaded transformers model; :func:`disable_act` turns it off.
-
-    ``head_map`` is a :class:`HeadMap`, a published map's name or a file path, or inline heads
-    (``{"layer": [heads]}`` or ``[[layer, head], ...]``). Its rule decides what the heads get:
-    ACT (``threshold``/``beta`` override the map's) or first-token scaling (``factor`` overrides
-    the map's; a setting of the other rule is refused). The map must fit the model (architecture,
-    layer and head counts; the model id too unless ``check_model=False``). ``kernel`` is
-    ``"blockwise"`` (block by block from the changed columns, O(N) memory) or ``"eager"`` (the
-    float32 reference); same numbers.
-    """
-    check_kernel(kernel)
-    disable_act(model)
-    shape = model_shape(model)
-    model_id = model_id or getattr(model.config, "_name_or_path", "") or ""
-    head_map = resolve_head_map(head_map, model_id=model_id, check_model=check_model, **shape)
-    check_overrides(head_map, threshold, beta, factor, reference_drop_first)
-    threshold = head_map.threshold if threshold is None else check_threshold(threshold)
-    beta = head_map.beta if beta is None else check_beta(beta)
-    factor = head_map.factor if factor is None else check_factor(factor)
-
-    modules = attention_modules(model)
-    if len(modules) != shape["num_layers"]:
-        raise UnsupportedArchitectureError(
-            f"found {len(modules)} attention modules with a layer index in a {shape['num_layers']}-layer "
-            f"{shape['architecture']} model: this architecture does not route attention through "
-            "transformers' AttentionInterface, so ACT cannot calibrate it"
-        )
-    register()
-    previous = model.config._attn_implementation or "sdpa"
-    try:
-        model.set_attn_implementation(ACT_ATTENTION)
-    except (KeyError, ValueError) as err:
-        raise UnsupportedArchitectureError(
-            f"{shape['architecture']} does not support custom attention functions ({err}); ACT cannot calibrate it"
-        ) from None
-    for layer, module in enumerate(modules):
-        heads = sorted(head_map.heads.get(layer, ()))
-        if heads:
-            module.act = ActSettings(tuple(heads), threshold, beta, reference_drop_first, kernel, head_map.rule, factor or 1.0)
-            module.act_sequence = SequenceSinks()  # for calls that bring none (lm-eval's, generate's)
-    controller = ActController(model, head_map, threshold, beta, previous, kernel, factor)
-    model._act_controller = controller
-    _probe(model, shape["num_layers"], shape["num_heads"])
-    return controller
-
-
-def _probe(model: PreTrainedModel, num_layers: int, num_heads: int) -> None:
-    """Run two tokens through the model and check the attention function really ran in every layer.
-
-    Some architectures (Bloom, MPT) accept a custom attention name and silently ignore it. Every
-    head of every layer is "calibrated" at beta = 1 (which changes nothing) through the call's own
-    :data:`LAYERS` argument, so a layer ran the function, with the call's arguments, exactly when
-    its sink set was found; nothing is written onto the modules.
-    """
-    probe = ActSettings(tuple(range(num_heads)), 0.5, 1.0)
-    calls = {layer: LayerCall(probe) for layer in range(num_layers)}
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            model(input_ids=torch.tensor([[1, 2]], device=device), use_cache=False, **{LAYERS: calls})
-        silent = [layer for layer, call in calls.items() if call.sequence.sinks is None]
-    except KeyError as err:
-        silent = list(range(num_layers))
-        saved_error: Exception | None = err
-    else:
-        saved_error = None
-    if silent:
-        disable_act(model)
-        raise UnsupportedArchitectureError(
-            f"{model.config.model_type}: layers {silent} never called the '{ACT_ATTENTION}' attention function "
-            "with the forward call's arguments; this architecture does not route attention through transformers' "
-            "AttentionInterface"
-        ) from saved_error
-
-
-def disable_act(model: PreTrainedModel) -> None:
-    """Remove calibration and restore the attention implementation the model had before."""
-    controller: ActController | None = getattr(model, "_act_controller", None)
-    if controller is None:
-        return
-    for module in attention_modules(model):
-        if hasattr(module, "act"):
-            del module.act, module.act_sequence
-    model.set_attn_implementation(controller.previous_attention)
-    del model._act_controller

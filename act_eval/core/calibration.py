@@ -22,9 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-DEFAULT_THRESHOLD = 0.1
-DEFAULT_BETA = 0.4
-RULES = ("act", "first_token")  # what a selected head gets; the first is the default
+from act_eval.core.rules import DEFAULT_BETA, DEFAULT_THRESHOLD
+
 
 
 def _at_least_fp32(probs: Tensor) -> Tensor:

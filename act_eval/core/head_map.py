@@ -22,12 +22,12 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from act_eval.core.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.core.rules import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.files import atomic_write_text
 from act_eval.paths import resource_dir
 from act_eval.suggest import did_you_mean
 
@@ -215,21 +215,6 @@ class HeadMap:
 def content_hash(content: Mapping[str, Any]) -> str:
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a published file is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def parse_heads(value: Any, where: str = "") -> dict[int, tuple[int, ...]]:

@@ -26,9 +26,9 @@ import numpy as np
 
 from act_eval.compare.report import Report, compare_runs, rival_name
 from act_eval.compare.report import Row as CompareRow
-from act_eval.rivals.label_prior import LABELS
 from act_eval.leaderboard.manifest import ARMS, CALIBRATED_ARMS
 from act_eval.leaderboard.store import Accepted
+from act_eval.rivals.label_prior import LABELS
 
 ARM_ORDER = {arm: i for i, arm in enumerate(ARMS)}  # the order rows and comparisons take
 # the winner table's columns: an arm, or a rival computed on an ACT run ("act+contextual")

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from act_eval.core.head_map import atomic_write_text
+from act_eval.files import atomic_write_text
 from act_eval.leaderboard.board import Board, build_board
 from act_eval.leaderboard.figures import section_plots
 from act_eval.leaderboard.html import page

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from act_eval.compare.forest import forest_plot
 from act_eval.leaderboard.board import Gain, Section
 from act_eval.leaderboard.manifest import short_name
-from act_eval.compare.forest import forest_plot
 
 
 def section_plots(section: Section, directory: Path, alpha: float) -> list[Path]:

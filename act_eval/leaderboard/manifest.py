@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from act_eval.core.head_map import HeadMapError, check_beta, check_factor, check_threshold
-from act_eval.rivals.label_prior import LABELS
 from act_eval.leaderboard import SubmissionError
+from act_eval.rivals.label_prior import LABELS
 
 FORMAT = "act-eval-submission"
 FORMAT_VERSION = 1  # every arm but first_token: ACT's threshold and beta

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from act_eval import __version__
-from act_eval.core.head_map import HeadMap, atomic_write_text, load_head_map, published_dir
+from act_eval.core.head_map import HeadMap, load_head_map, published_dir
+from act_eval.files import atomic_write_text
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
     MANIFEST,

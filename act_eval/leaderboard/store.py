@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from act_eval import __version__
-from act_eval.core.head_map import atomic_write_text
+from act_eval.files import atomic_write_text
 from act_eval.leaderboard import SUBMISSIONS, SubmissionError
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,

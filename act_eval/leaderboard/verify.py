@@ -39,7 +39,6 @@ from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manife
 from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map, run_settings
 from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
 from act_eval.lm.pretrained import model_identity
-from act_eval.rivals.rescore import CALIBRATION_KEY, check_calibrated
 from act_eval.lm.runs import (
     Run,
     TaskSamples,
@@ -49,6 +48,7 @@ from act_eval.lm.runs import (
     read_task_samples,
     samples_digest,
 )
+from act_eval.rivals.rescore import CALIBRATION_KEY, check_calibrated
 
 # lm-eval's per-task result keys that are not "<metric>,<filter>" values
 _NOT_METRICS = frozenset({"name", "alias", "sample_len", "sample_count"})

@@ -2,7 +2,7 @@
 
 A thin subclass of ``hf-fast`` (:mod:`act_eval.lm.hf_fast`), in the manner of lm-eval's
 ``steered`` model: it loads the model as ``hf`` does, turns calibration on through
-:func:`act_eval.core.attention.enable_act`, and passes each row's prompt length to the forward
+:func:`act_eval.core.enable.enable_act`, and passes each row's prompt length to the forward
 call (``act_prompt_lengths``); ``hf-fast`` recovers each padded row's context length from the requests.
 """
 
@@ -14,8 +14,10 @@ from typing import Any
 
 from lm_eval.api.registry import register_model
 
-from act_eval.core.attention import KERNELS, PROMPT_LENGTHS, ActController, config_shape, enable_act
+from act_eval.core.attention import KERNELS, PROMPT_LENGTHS
+from act_eval.core.enable import ActController, enable_act
 from act_eval.core.head_map import HeadMapError, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
+from act_eval.core.switch import config_shape
 from act_eval.lm.hf_fast import HFFastLM
 from act_eval.lm.pretrained import model_identity, resolve_pretrained
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from act_eval.files import atomic_file
 
 ICL_MANIFEST = "icl.json"
 SAMPLES_SUFFIXES = (".jsonl", ".jsonl.gz")  # as lm-eval writes them; compressed, as the leaderboard stores them
@@ -392,19 +392,11 @@ def compress_samples(source: Path, target: Path) -> Path:
     """
     if not target.name.endswith(".jsonl.gz"):
         raise ValueError(f"{target}: compressed samples are named samples_<task>_<date>.jsonl.gz")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        opener = gzip.open if source.name.endswith(".gz") else open
-        with os.fdopen(fd, "wb") as raw, opener(source, "rb") as src:
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as out:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    out.write(block)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    opener = gzip.open if source.name.endswith(".gz") else open
+    with atomic_file(target, "wb") as raw, opener(source, "rb") as src:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as out:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                out.write(block)
     return target
 
 

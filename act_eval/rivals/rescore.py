@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from act_eval import __version__
-from act_eval.core.head_map import atomic_write_text
+from act_eval.files import atomic_write_text
+from act_eval.lm.runs import Run, choice_scores, expand_group, read_records, samples_digest
 from act_eval.rivals.label_prior import (
     CONTENT_FREE,
     METHODS,
@@ -43,7 +44,6 @@ from act_eval.rivals.label_prior import (
     content_free_doc,
     mean_prior,
 )
-from act_eval.lm.runs import Run, choice_scores, expand_group, read_records, samples_digest
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from act_eval.search.config import SearchConfig
 from act_eval.search.selection import as_layers, task_tests
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def harmed_tasks(new: list[tuple[float, bool]], old: list[tuple[float, bool]], t
 
 
 def accepts(new: list[tuple[float, bool]], old: list[tuple[float, bool]], tasks: list[str],
-            guard_alpha: float = 0.05) -> tuple[bool, list[str], dict]:
+            guard_alpha: float = SearchConfig.guard_alpha) -> tuple[bool, list[str], dict]:
     """The greedy acceptance rule (module docstring); also the tasks that blocked the head, and every task's test."""
     harmed, tests = harmed_tasks(new, old, tasks, guard_alpha)
     a, b = slice_score(new, tasks), slice_score(old, tasks)
@@ -76,7 +77,7 @@ def accepts(new: list[tuple[float, bool]], old: list[tuple[float, bool]], tasks:
 
 def greedy_map(
     candidates: list[tuple[int, int]], evaluate: Evaluate, tasks: list[str], settings: "Settings",
-    patience: int = 3, guard_alpha: float = 0.05,
+    patience: int = SearchConfig.patience, guard_alpha: float = SearchConfig.guard_alpha,
 ) -> tuple[list[tuple[int, int]], list[dict]]:
     """The accepted heads in order, and one trajectory row per candidate tried."""
     chosen: list[tuple[int, int]] = []

@@ -37,8 +37,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from act_eval.core.attention import KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks, attention_modules, model_shape
-from act_eval.core.calibration import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.core.attention import ACT_ATTENTION, KERNELS, LAYERS, PROMPT_LENGTHS, ActSettings, LayerCall, SequenceSinks
+from act_eval.core.rules import DEFAULT_BETA, DEFAULT_THRESHOLD, RULES
+from act_eval.core.switch import attention_modules, model_shape
 from act_eval.search.examples import Example
 
 
@@ -185,8 +186,8 @@ class HeadSearch:
         self.layers = decoder_layers(model)
         self.device = next(model.parameters()).device
         self.sliding_limit = _sliding_limit(model)
-        if model.config._attn_implementation != "act":
-            raise ValueError("enable ACT on the model first: act_eval.core.attention.enable_act(model, None)")
+        if model.config._attn_implementation != ACT_ATTENTION:
+            raise ValueError("enable ACT on the model first: act_eval.core.enable.enable_act(model, None)")
 
     def all_heads(self) -> dict[int, list[int]]:
         """Every head of every layer."""

@@ -32,8 +32,8 @@ class Example:
 
 def expand_tasks(names: list[str]) -> list[str]:
     """Accept family names (``classification``), lm-eval group names (``act_classification``) or tasks."""
-    from act_eval.suggest import check_known
     from act_eval.lm.suite import suite_task_manager
+    from act_eval.suggest import check_known
 
     out: list[str] = []
     for name in names:

@@ -29,91 +29,14 @@ import json
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from act_eval import __version__
-from act_eval.core.calibration import RULES
-from act_eval.core.head_map import HeadMap, check_beta, check_factor, check_threshold
+from act_eval.core.head_map import HeadMap
 from act_eval.paths import cache_dir
-
-if TYPE_CHECKING:
-    from act_eval.search.engine import Settings
-
-ACT_FIELDS = ("threshold", "beta", "betas", "thresholds")  # the search's settings for each rule
-FIRST_TOKEN_FIELDS = ("factor", "factors")
-
-
-@dataclass
-class SearchConfig:
-    model: str
-    tasks: list[str]
-    out: str
-    name: str | None = None
-    task_maps: str | None = None  # directory for one map per task (None: family map only)
-    per_task: int = 100
-    val_per_task: int = 20
-    threshold: float = 0.1
-    beta: float = 0.4
-    rule: str = "act"  # or "first_token": scale the first token's attention by ``factor``
-    factor: float = 2.0
-    keep_rule: str = "effect"
-    alpha: float = 0.05
-    min_effect: float = 0.005
-    harm_alpha: float = 0.05
-    top_k: int = 16
-    controls: int = 8
-    per_task_candidates: int = 2
-    patience: int = 3
-    guard_alpha: float = 0.05
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.4, 0.7])
-    thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.15])
-    factors: list[float] = field(default_factory=lambda: [0.5, 0.8, 1.25, 2.0])
-    chunk: int = 50
-    batch_size: int = 8
-    seed: int = 1234
-    checkpoint: str | None = None
-    restart: bool = False
-    device: str | None = None
-
-    def check_settings(self) -> None:
-        """The rule, its parameters valid, and none of the other rule's set (they would be silently unused)."""
-        if self.rule not in RULES:
-            raise ValueError(f"--rule must be one of {', '.join(RULES)}, not {self.rule!r}")
-        unused = FIRST_TOKEN_FIELDS if self.rule == "act" else ACT_FIELDS
-        defaults = SearchConfig(model="", tasks=[], out="")
-        given = [f"--{name}" for name in unused if getattr(self, name) != getattr(defaults, name)]
-        if given:
-            verb = "does" if len(given) == 1 else "do"
-            raise ValueError(f"{', '.join(given)} {verb} not apply to --rule {self.rule} (ACT: --threshold --beta --thresholds "
-                             "--betas; first_token: --factor --factors)")
-        check_threshold(self.threshold)
-        check_beta(self.beta)
-        check_factor(self.factor)
-        for b in self.betas:
-            check_beta(b)
-        for t in self.thresholds:
-            check_threshold(t)
-        for f in self.factors:
-            check_factor(f)
-
-    def searched(self) -> "Settings":
-        """The settings the heads are screened, confirmed, kept and combined at."""
-        from act_eval.search.engine import Settings
-
-        return Settings(self.threshold, self.beta) if self.rule == "act" else Settings(rule=self.rule, factor=self.factor)
-
-    def grid(self) -> list["Settings"]:
-        """The settings the final map is scored at on validation (ACT: threshold-major, as before rules existed)."""
-        from act_eval.search.engine import Settings
-
-        if self.rule == "act":
-            return [Settings(t, b) for t in self.thresholds for b in self.betas]
-        return [Settings(rule=self.rule, factor=f) for f in self.factors]
-
-    def grid_axes(self) -> dict:
-        return {"betas": self.betas, "thresholds": self.thresholds} if self.rule == "act" else {"factors": self.factors}
+from act_eval.search.config import SearchConfig
 
 
 def _rank_world() -> tuple[int, int]:
@@ -153,16 +76,13 @@ def run_search(config: SearchConfig) -> HeadMap | None:
     import torch
     from lm_eval.models.huggingface import HFLM
 
-    from act_eval.core.attention import enable_act, model_shape
+    from act_eval.core.enable import enable_act
+    from act_eval.core.switch import model_shape
     from act_eval.lm.pretrained import model_identity, resolve_pretrained
     from act_eval.search.examples import examples_digest, expand_tasks, held_out_examples
     from act_eval.search.store import SearchStore
 
-    config.check_settings()
-    if config.per_task < 2 or config.val_per_task < 1:
-        raise ValueError("--per-task must be at least 2 and --val-per-task at least 1 (the keep rule and the greedy pass need them)")
-    if config.keep_rule not in ("effect", "flips"):
-        raise ValueError(f"--keep-rule must be effect or flips, not {config.keep_rule!r}")
+    config.check()
     tasks = expand_tasks(config.tasks)  # a misspelt task is refused before the model loads
     torch.manual_seed(config.seed)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from act_eval.core.attention import LayerCall, model_shape
+from act_eval.core.attention import ACT_ATTENTION, LayerCall
+from act_eval.core.switch import model_shape
 from act_eval.search.engine import RowBatch, Settings, batch_overhead, forward_arguments, gold_logprob, is_correct, length_batches
 from act_eval.search.examples import Example
 
@@ -40,8 +41,8 @@ def screen_examples(
     ``at`` ([layers, heads]) moves the point where the gradient is taken (default 0, the plain
     model); tests use it for finite differences and for alpha = 1.
     """
-    if model.config._attn_implementation != "act":
-        raise ValueError("enable ACT on the model first: act_eval.core.attention.enable_act(model, None)")
+    if model.config._attn_implementation != ACT_ATTENTION:
+        raise ValueError("enable ACT on the model first: act_eval.core.enable.enable_act(model, None)")
     shape = model_shape(model)
     device = next(model.parameters()).device
     out: list[Screened | None] = [None] * len(examples)

@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as st
 
 from act_eval.compare.stats import sign_test_greater
+from act_eval.search.config import KEEP_RULES, SearchConfig
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,12 @@ def stratified_test(deltas: list[float], tasks: list[str]) -> tuple[float, float
 
 def keep_heads(
     base_logp: list[float], base_correct: list[bool], heads: dict[tuple[int, int], tuple[list[float], list[bool]]],
-    tasks: list[str], num_heads_total: int, rule: str = "effect", alpha: float = 0.05, min_effect: float = 0.005,
-    harm_alpha: float = 0.05,
+    tasks: list[str], num_heads_total: int, rule: str = KEEP_RULES[0], alpha: float = SearchConfig.alpha,
+    min_effect: float = SearchConfig.min_effect, harm_alpha: float = SearchConfig.harm_alpha,
 ) -> list[HeadStat]:
     """Every tested head's statistics and decision, best first (kept heads by effect, then p)."""
-    if rule not in ("effect", "flips"):
-        raise ValueError(f"keep rule must be 'effect' or 'flips', not {rule!r}")
+    if rule not in KEEP_RULES:
+        raise ValueError(f"keep rule must be {' or '.join(map(repr, KEEP_RULES))}, not {rule!r}")
     rows = []
     for (layer, head), (logp, correct) in sorted(heads.items()):
         deltas = [a - b for a, b in zip(logp, base_logp)]

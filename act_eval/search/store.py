@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from act_eval.files import atomic_file, atomic_write_text
+
 STORE_VERSION = 2  # bump when the meaning of a stored file changes
 
 
@@ -32,8 +34,6 @@ class SearchStore:
                     "use another --checkpoint directory or pass --restart"
                 )
         else:
-            from act_eval.core.head_map import atomic_write_text
-
             atomic_write_text(meta, json.dumps({"digest": digest, "store_version": STORE_VERSION, "inputs": inputs}, indent=1))
 
     def _path(self, name: str) -> Path:
@@ -46,11 +46,8 @@ class SearchStore:
         return json.loads(gzip.decompress(self._path(name).read_bytes()))
 
     def save(self, name: str, data: Any) -> None:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_bytes(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
-        os.replace(tmp, path)
+        with atomic_file(self._path(name), "wb") as handle:
+            handle.write(gzip.compress(json.dumps(data, separators=(",", ":")).encode(), mtime=0))
 
     def wait_for(self, names: list[str], poll: float = 2.0) -> None:
         """Block until every file in ``names`` exists (other ranks of a sharded search write them)."""

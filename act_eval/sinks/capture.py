@@ -7,31 +7,24 @@ with :func:`act_eval.core.calibration.sink_set` (the one place that computes the
 map's rule (:meth:`act_eval.core.attention.ActSettings.reweight`) to the heads it calibrates in that layer, stores the
 result in the layer's recorder, and returns the attention output, so later layers see calibrated
 inputs when calibration is on. Everything about the capture arrives as the forward call's
-``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.core.attention.enable_act`
+``act_capture`` argument, one recorder per layer (the settings :func:`act_eval.core.enable.enable_act`
 left on the module are copied into it), as the head search passes its calibration. Every
 unmasked row is a prompt row: the whole input is the prompt.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface, PreTrainedModel
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers import PreTrainedModel
 
-from act_eval.core.attention import (
-    ActSettings,
-    UnsupportedArchitectureError,
-    mask_bias,
-    allowed_mask,
-    attention_modules,
-    eager_attention,
-)
-from act_eval.core.calibration import DEFAULT_THRESHOLD, sink_scores, sink_set
+from act_eval.core.attention import ActSettings, allowed_mask, eager_attention, mask_bias
+from act_eval.core.calibration import sink_scores, sink_set
+from act_eval.core.rules import DEFAULT_THRESHOLD
+from act_eval.core.switch import UnsupportedArchitectureError, layer_modules, refuse_silent_layers, switched
 
 CAPTURE_ATTENTION = "act_capture"
 RECORDERS = "act_capture"  # the forward call's keyword argument: {layer index: recorder}
@@ -124,31 +117,6 @@ def capture_attention_forward(
     return out.to(query.dtype), None
 
 
-def register() -> None:
-    """Register the recording function and its mask (sdpa's) under one name; idempotent."""
-    if CAPTURE_ATTENTION not in AttentionInterface._global_mapping:
-        AttentionInterface.register(CAPTURE_ATTENTION, capture_attention_forward)
-    if CAPTURE_ATTENTION not in AttentionMaskInterface._global_mapping:
-        AttentionMaskInterface.register(CAPTURE_ATTENTION, sdpa_mask)
-
-
-@contextlib.contextmanager
-def _recording(model: PreTrainedModel) -> Iterator[None]:
-    """Switch ``model`` to the recording function; restore its attention afterwards."""
-    register()
-    previous = model.config._attn_implementation or "sdpa"
-    try:
-        model.set_attn_implementation(CAPTURE_ATTENTION)
-    except (KeyError, ValueError) as err:
-        raise UnsupportedArchitectureError(
-            f"{model.config.model_type} does not support custom attention functions ({err})"
-        ) from None
-    try:
-        yield
-    finally:
-        model.set_attn_implementation(previous)
-
-
 def capture_attention(
     model: PreTrainedModel,
     input_ids: Tensor,
@@ -161,7 +129,7 @@ def capture_attention(
 ) -> Capture:
     """One forward pass over ``input_ids`` (the whole input is the prompt), recorded layer by layer.
 
-    With ACT enabled on ``model`` (:func:`act_eval.core.attention.enable_act`), ``calibrate`` applies
+    With ACT enabled on ``model`` (:func:`act_eval.core.enable.enable_act`), ``calibrate`` applies
     its heads and beta, as hf-act does; ``calibrate=False`` shows the plain model. ``threshold``
     defaults to ACT's when enabled, else the rule's default; the reference "drop the first
     detected sink" switch follows each layer's ACT state. Probabilities (``[B, H, N, N]`` per
@@ -171,28 +139,17 @@ def capture_attention(
     controller = getattr(model, "_act_controller", None)
     if threshold is None:
         threshold = controller.threshold if controller is not None else DEFAULT_THRESHOLD
-    num_layers = model.config.get_text_config().num_hidden_layers
-    modules = attention_modules(model)
-    if len(modules) != num_layers:
-        raise UnsupportedArchitectureError(
-            f"{model.config.model_type}: found {len(modules)} attention modules with a layer index in a "
-            f"{num_layers}-layer model; this architecture does not route attention through transformers' AttentionInterface"
-        )
-    wanted = set(range(num_layers) if layers is None else layers)
+    modules = layer_modules(model, "record")
+    wanted = set(range(len(modules)) if layers is None else layers)
     recorders = []
     for layer, module in enumerate(modules):
         act: ActSettings | None = getattr(module, "act", None)
         reference = act.reference_drop_first if act is not None else False
         recorders.append(_Recorder(threshold, reference, act if calibrate else None, keep_probs and layer in wanted))
     by_layer = {module.layer_idx: recorder for module, recorder in zip(modules, recorders)}
-    with _recording(model), torch.no_grad():
+    with switched(model, CAPTURE_ATTENTION, capture_attention_forward, "record"), torch.no_grad():
         output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1, **{RECORDERS: by_layer})
-    silent = [i for i, r in enumerate(recorders) if r.record is None]
-    if silent:
-        raise UnsupportedArchitectureError(
-            f"{model.config.model_type}: layers {silent} never called the '{CAPTURE_ATTENTION}' attention function; "
-            "this architecture does not route attention through transformers' AttentionInterface"
-        )
+    refuse_silent_layers(model, CAPTURE_ATTENTION, [i for i, r in enumerate(recorders) if r.record is None])
     return Capture([r.record for r in recorders], output.logits[:, -1].float())
 
 

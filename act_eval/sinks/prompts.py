@@ -30,8 +30,8 @@ class Prompt:
 
 def load_tasks(names: Sequence[str], include_path: Sequence[str | Path] = (), builtin_tasks: bool = True) -> dict[str, Task]:
     """lm-eval's tasks for ``names`` (groups expand to their tasks), act-eval's task YAMLs included."""
-    from act_eval.suggest import check_known
     from act_eval.lm.suite import suite_task_manager
+    from act_eval.suggest import check_known
 
     manager = suite_task_manager(include_path, builtin_tasks)
     check_known("task or group", names, manager.all_tasks)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from act_eval.files import atomic_write_text
 from act_eval.sinks.capture import Capture
-from act_eval.core.head_map import atomic_write_text
 from act_eval.sinks.figures import HeadView, crop_note, plot_head, plot_layer, plot_sink_overview, shown_positions, token_label
 
 FORMAT = "act-eval-inspect"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from act_eval.files import atomic_write_text
 from act_eval.sinks.capture import LayerAttention
-from act_eval.core.head_map import atomic_write_text
 from act_eval.sinks.prompts import Prompt
 
 FORMAT = "act-eval-sinks"
