@@ -27,11 +27,11 @@ def run_demo(
     device: str | None = None,
 ) -> tuple[Path, Path]:
     """Run both arms (or read them back); returns the baseline's and ACT's output directories."""
-    from act_eval.core.head_map import resolve_head_map
-    from act_eval.core.switch import config_shape
-    from act_eval.lm.hf_act import HFActLM, config_without_weights
+    from act_eval.lm.evaluate import evaluate_and_save
+    from act_eval.lm.hf_act import HFActLM, fitted_head_map
     from act_eval.lm.hf_fast import HFFastLM
-    from act_eval.lm.pretrained import model_identity, resolve_pretrained
+    from act_eval.lm.pretrained import resolve_pretrained
+    from act_eval.lm.runs import finished_run
     from act_eval.lm.suite import suite_task_manager
     from act_eval.suggest import check_known
 
@@ -40,8 +40,7 @@ def run_demo(
     manager = suite_task_manager()
     check_known("task or group", tasks, manager.all_tasks)
     path = resolve_pretrained(model)
-    # a wrong map is refused before the weights load
-    resolve_head_map(head_map, model_id=model_identity(path), **config_shape(config_without_weights(path, {})))
+    fitted_head_map(head_map, path, {})  # a wrong map is refused before the weights load
 
     arms: dict[str, Any] = {
         "hf": ("hf-fast", {"pretrained": model}),
@@ -49,7 +48,7 @@ def run_demo(
     }
     base = None
     for arm, (model_type, model_args) in arms.items():
-        if _finished(out / arm, model_args, tasks):
+        if finished_run(out / arm, tasks, {"model_args": model_args}) is not None:
             print(f"{arm}: finished earlier, reading {out / arm}")
             continue
         if base is None:
@@ -57,24 +56,5 @@ def run_demo(
         lm = base if arm == "hf" else HFActLM(
             pretrained=base.model, tokenizer=base.tokenizer, head_map=head_map, batch_size=batch_size, device=str(base.device)
         )
-        _evaluate(lm, model_type, model_args, tasks, out / arm, manager)
+        evaluate_and_save(lm, model_args, tasks, out / arm, task_manager=manager, model_type=model_type, batch_size=lm.batch_size)
     return out / "hf", out / "act"
-
-
-def _evaluate(lm, model_type: str, model_args: dict, tasks: Sequence[str], out: Path, manager) -> None:
-    from act_eval.lm.evaluate import evaluate_and_save
-
-    evaluate_and_save(lm, model_args, tasks, out, task_manager=manager, model_type=model_type, batch_size=lm.batch_size)
-
-
-def _finished(out: Path, model_args: dict, tasks: Sequence[str]) -> bool:
-    """Whether ``out`` holds a run of exactly these settings; another run there is an error."""
-    from act_eval.lm.runs import load_run
-
-    if not any(out.glob("*/results_*.json")):
-        return False
-    run = load_run(out)
-    ran = sorted(set(run.tasks) | set(run.results.get("group_subtasks", {})))
-    if run.results["config"].get("model_args") != model_args or not set(tasks) <= set(ran):
-        raise ValueError(f"{out} holds a run with other settings; choose another --output_path or remove it")
-    return True

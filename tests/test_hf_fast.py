@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from act_eval.lm.hf_fast import scored_tail
+from act_eval.lm.rows import scored_tail
 
 
 def test_scored_tail_reaches_the_earliest_scored_position():

@@ -102,9 +102,9 @@ def test_the_identity_prior_reproduces_lm_evals_accuracy():
 
 
 def test_content_free_docs_render_in_the_tasks_own_templates():
-    from act_eval.leaderboard.suites import task_manager
+    from act_eval.lm.suite import project_task_manager
 
-    tasks = task_manager().load(["act_cb_lite", "act_arc_easy_lite"])["tasks"]
+    tasks = project_task_manager().load(["act_cb_lite", "act_arc_easy_lite"])["tasks"]
     cb = {"premise": "It rained.", "hypothesis": "The street is wet", "label": 0, "idx": 3}
     assert tasks["act_cb_lite"].doc_to_text(content_free_doc(cb, "N/A")) == "Premise: N/A Hypothesis: N/A. Answer: "
     assert tasks["act_cb_lite"].doc_to_text(content_free_doc(cb, "")) == "Premise:  Hypothesis: . Answer: "

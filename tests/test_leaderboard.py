@@ -56,7 +56,8 @@ def runs(tmp_path_factory, data_dir) -> Runs:
     """Two "models" (tiny-a, tiny-b): baseline and ACT each, ICL for tiny-a, and a --limit run; manifests written."""
     from lm_eval.tasks import TaskManager
 
-    from act_eval.commands.icl import evaluate_and_save, run_icl
+    from act_eval.icl import run_icl
+    from act_eval.lm.evaluate import evaluate_and_save
     from act_eval.paths import resource_dir
 
     out = tmp_path_factory.mktemp("leaderboard_runs")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from act_eval.icl import load_icl_runs
 from act_eval.lm import runs as S
 from fixtures.lm_eval_runs import ICL_SEEDS, N_DOCS, TASKS, TINY_TASKS, build, copy_run
 
@@ -248,17 +249,17 @@ def test_a_group_name_selects_its_tasks(runs, tmp_path):
 
 
 def test_icl_runs_load_and_refuse_bad_sets(runs, tmp_path):
-    loaded = S.load_icl_runs(runs.icl)
+    loaded = load_icl_runs(runs.icl)
     assert [r.fewshot_seed for r in loaded] == list(ICL_SEEDS)
     assert {r.n_shot("tiny_cls") for r in loaded} == {1}
     with pytest.raises(ValueError, match="at least two"):
-        S.load_icl_runs(runs.icl[:1])
+        load_icl_runs(runs.icl[:1])
     with pytest.raises(ValueError, match="given twice"):
-        S.load_icl_runs([runs.icl[0], runs.icl[0] / ".." / "tiny"])
+        load_icl_runs([runs.icl[0], runs.icl[0] / ".." / "tiny"])
     with pytest.raises(ValueError, match="differ in shot count"):
-        S.load_icl_runs([runs.icl[0], runs.base])
+        load_icl_runs([runs.icl[0], runs.base])
     with pytest.raises(ValueError, match="both used few-shot seed 1234"):
-        S.load_icl_runs([runs.base, runs.act])
+        load_icl_runs([runs.base, runs.act])
     # two zero-shot runs that differ in few-shot seed (edited in a copy): still not ICL
     other = copy_run(runs.act, tmp_path / "seed99")
     (results,) = (other / "tiny").glob("results_*.json")
@@ -266,7 +267,7 @@ def test_icl_runs_load_and_refuse_bad_sets(runs, tmp_path):
     data["config"]["fewshot_seed"] = 99
     results.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="zero-shot"):
-        S.load_icl_runs([runs.base, other])
+        load_icl_runs([runs.base, other])
 
 
 # ----------------------------------------------------------------------------- the real CLI

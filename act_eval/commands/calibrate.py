@@ -8,7 +8,6 @@ every seed run is re-scored with its own demonstrations, into ``OUT/seed_<S>/`` 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -39,45 +38,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from act_eval.commands.compare import icl_paths
-    from act_eval.files import atomic_write_text
-    from act_eval.lm.runs import ICL_MANIFEST, load_icl_runs, load_run
-    from act_eval.rivals.rescore import calibrate_run
+    from act_eval.leaderboard.manifest import run_paths
+    from act_eval.rivals.rescore import calibrate_arm
 
-    paths = icl_paths(Path(args.run))
-    icl = len(paths) > 1 or (Path(args.run) / ICL_MANIFEST).is_file()
-    runs = load_icl_runs(paths) if icl else [load_run(args.run)]
-    lm, record = None, None
-    if args.method == "contextual":
-        lm, record = _load_model(runs[0], args.model, args.device, args.batch_size)
-    written = []
-    for run in runs:
-        out = args.output_path / f"seed_{run.fewshot_seed}" if icl else args.output_path
-        written.append(calibrate_run(run, args.method, out, tasks=args.tasks, lm=lm, model_record=record))
-        print(f"wrote {written[-1]}")
-    if icl:
-        body = {
-            "calibration": args.method,
-            "base": str(args.run),
-            "seeds": [run.fewshot_seed for run in runs],
-            "runs": [str(w.relative_to(args.output_path)) for w in written],
-        }
-        print(f"wrote {atomic_write_text(args.output_path / ICL_MANIFEST, json.dumps(body, indent=2) + chr(10))}")
+    given = Path(args.run)
+    written, manifest = calibrate_arm(
+        given, run_paths(given), args.method, args.output_path,
+        tasks=args.tasks, model=args.model, device=args.device, batch_size=args.batch_size,
+    )
+    for path in written:
+        print(f"wrote {path}")
+    if manifest is not None:
+        print(f"wrote {manifest}")
         print(f"next: act-eval compare BASELINE --icl {args.output_path}")
     else:
         print(f"next: act-eval compare BASELINE --rival {args.output_path}   (or act-eval leaderboard manifest {args.output_path})")
     return 0
-
-
-def _load_model(run, model: str | None, device: str | None, batch_size: str) -> tuple[object, dict]:
-    """The run's own model (type and arguments as recorded), for the content-free prompts."""
-    from lm_eval.api.registry import get_model
-
-    model_type = model or run.results["config"]["model"]
-    if device is None:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    args = dict(run.model_args)
-    lm = get_model(model_type).create_from_arg_obj(args, {"batch_size": batch_size, "device": device})
-    return lm, {"model": model_type, "model_args": args, "device": device, "batch_size": batch_size}

@@ -63,11 +63,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from act_eval.compare.report import compare_runs, format_report
-    from act_eval.lm.runs import load_icl_runs, load_run
+    from act_eval.icl import load_icl_runs
+    from act_eval.leaderboard.manifest import run_paths
+    from act_eval.lm.runs import load_run
 
     baseline = load_run(args.baseline)
     act = load_run(args.act) if args.act else None
-    listed = [p for path in args.icl or () for p in icl_paths(Path(path))]
+    listed = [p for path in args.icl or () for p in run_paths(Path(path))]
     icl = load_icl_runs(listed) if listed else []
     rivals = [(load_run(path), Path(path)) for path in args.rival]
     named = [(baseline, Path(args.baseline)), *([(act, Path(args.act))] if act else []), *rivals]
@@ -95,16 +97,6 @@ def _compare(args: argparse.Namespace) -> int:
 
         print(f"forest plot: {forest_plot(report, args.plot)}", file=sys.stderr)
     return 0
-
-
-def icl_paths(path: Path) -> list[Path]:
-    """An accepted ICL submission (a directory with manifest.json) stands for the runs its manifest lists."""
-    from act_eval.leaderboard.manifest import MANIFEST, read_manifest
-    from act_eval.lm.runs import ICL_MANIFEST
-
-    if path.is_dir() and (path / MANIFEST).is_file() and not (path / ICL_MANIFEST).is_file():
-        return [path / rel for rel in read_manifest(path).runs]
-    return [path]
 
 
 def _check_maps(runs: list[tuple[Run, Path]]) -> None:

@@ -45,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     from act_eval.core.enable import enable_act
     from act_eval.core.head_map import check_threshold, resolve_head_map
     from act_eval.core.switch import model_shape
-    from act_eval.sinks.capture import capture_attention, load_model
+    from act_eval.lm.pretrained import load_model
+    from act_eval.sinks.capture import capture_attention
     from act_eval.sinks.prompts import doc_prompt, encode, load_tasks, token_strings
     from act_eval.sinks.report import Inspection, write_inspection
 

@@ -34,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from act_eval.core.head_map import check_threshold
     from act_eval.core.switch import model_shape
-    from act_eval.sinks.capture import capture_attention, load_model
+    from act_eval.lm.pretrained import load_model
+    from act_eval.sinks.capture import capture_attention
     from act_eval.sinks.figures import plot_sink_stats
     from act_eval.sinks.prompts import encode, load_tasks, task_prompts, token_strings
     from act_eval.sinks.stats import SinkStats, write_summary

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from act_eval.core.head_map import HeadMapError, check_beta, check_factor, check_threshold
+from act_eval.icl import ICL_MANIFEST
 from act_eval.leaderboard import SubmissionError
 from act_eval.rivals.label_prior import LABELS
 
@@ -102,6 +103,10 @@ class Manifest:
     rule: str = "act"  # the head map's rule: "first_token" only in a version 2 manifest (the first_token arm)
     factor: float | None = None  # first_token: the factor the run scaled the first token's attention by
 
+    def run_files(self, directory: Path) -> list[Path]:
+        """The results files of the submission in ``directory``."""
+        return [directory / rel for rel in self.runs]
+
     @property
     def format_version(self) -> int:
         return FORMAT_VERSION if self.rule == "act" else FIRST_TOKEN_VERSION
@@ -161,6 +166,14 @@ def read_manifest(directory: Path) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SubmissionError("manifest", f"{path} is not valid JSON: {err}") from None
     return parse_manifest(data, str(path))
+
+
+def run_paths(path: Path) -> list[Path]:
+    """What a path given for an arm stands for: a submission directory (a manifest, no ``icl.json``) for the runs
+    its manifest lists, anything else (a run, an ``act-eval icl run`` directory) for itself."""
+    if path.is_dir() and (path / MANIFEST).is_file() and not (path / ICL_MANIFEST).is_file():
+        return read_manifest(path).run_files(path)
+    return [path]
 
 
 def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:

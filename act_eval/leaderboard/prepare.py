@@ -21,6 +21,7 @@ from typing import Any
 from act_eval import __version__
 from act_eval.core.head_map import HeadMap, load_head_map, published_dir
 from act_eval.files import atomic_write_text
+from act_eval.icl import icl_run_files
 from act_eval.leaderboard.manifest import (
     HEAD_MAP_FILE,
     MANIFEST,
@@ -35,7 +36,8 @@ from act_eval.leaderboard.manifest import (
 )
 from act_eval.leaderboard.recorded import check_recorded_map, recorded_map, run_settings
 from act_eval.lm.pretrained import embedded_model, model_identity
-from act_eval.lm.runs import ICL_MANIFEST, Run, load_run, model_args_dict
+from act_eval.lm.runs import Run, load_run, model_args_dict
+from act_eval.rivals.label_prior import CALIBRATION_KEY
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
@@ -60,12 +62,8 @@ def prepare_manifest(
     target = run_dir / MANIFEST
     if target.exists() and not force:
         raise ValueError(f"{target} exists; pass --force to replace it")
-    icl = run_dir / ICL_MANIFEST
-    if icl.is_file():
-        files = [run_dir / rel for rel in json.loads(icl.read_text(encoding="utf-8"))["runs"]]
-        runs = [load_run(f) for f in files]
-    else:
-        runs = [load_run(run_dir)]
+    icl = icl_run_files(run_dir)
+    runs = [load_run(run_dir)] if icl is None else [load_run(file) for file in icl]
     first = runs[0]
     config = first.results.get("config", {})
     args = model_args_dict(config.get("model_args") or {})
@@ -73,10 +71,10 @@ def prepare_manifest(
         raise ValueError(
             "the run calibrated inline act_heads: save them as a head map and run with head_map= to submit"
         )
-    calibration = config.get("calibration")  # written by `act-eval calibrate`: that method is the arm
+    calibration = config.get(CALIBRATION_KEY)  # written by `act-eval calibrate`: that method is the arm
     head_map = load_head_map(args["head_map"]) if "head_map" in args else None
     arm = (
-        "icl" if icl.is_file() else calibration["method"] if calibration else head_map.rule if head_map else "baseline"
+        "icl" if icl is not None else calibration["method"] if calibration else head_map.rule if head_map else "baseline"
     )  # a map's rule is its run's arm: act or first_token
     if head_map and head_map.rule != "act" and arm != head_map.rule:
         raise ValueError(f"a {arm} run of the {head_map.rule} map {head_map.name} cannot be submitted (not an arm of the board yet)")

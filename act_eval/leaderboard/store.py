@@ -220,7 +220,7 @@ def _read_accepted(path: Path) -> Accepted:
         fingerprint=record["fingerprint"],
         accepted=record["accepted"],
         verified_by=record["verified_by"],
-        runs=tuple(load_run(path / rel) for rel in manifest.runs),
+        runs=tuple(load_run(file) for file in manifest.run_files(path)),
     )
 
 

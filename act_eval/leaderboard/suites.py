@@ -2,7 +2,7 @@
 
 A suite is a group under ``tasks/groups`` (``act_suite_lite``, ``act_classification_lite``, ...).
 Its leaf tasks, their families (the group directly above each task), their documents and their
-definitions come from lm-eval's own ``TaskManager`` over the project's task directory and the
+definitions come from lm-eval's own ``TaskManager`` (:func:`act_eval.lm.suite.project_task_manager`) and the
 task data (:mod:`act_eval.lm.task_data`), so "full evaluation split" and "the task's documents"
 mean exactly what an lm-eval run of the suite evaluates.
 """
@@ -10,19 +10,16 @@ mean exactly what an lm-eval run of the suite evaluates.
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from act_eval.leaderboard import SubmissionError
+from act_eval.lm.suite import project_task_manager, quiet
 
 if TYPE_CHECKING:
     from lm_eval.api.group import ConfigurableGroup
     from lm_eval.api.task import Task
-    from lm_eval.tasks import TaskManager
 
 # config keys not compared with the task files: the run's shot count, the model arguments lm-eval
 # copies into metadata, function reprs (with addresses) in fewshot_config, and the data loader's
@@ -75,19 +72,8 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-@lru_cache(maxsize=1)
-def task_manager() -> TaskManager:
-    """lm-eval's index of the project's tasks only (built-ins are not suites)."""
-    from lm_eval.tasks import TaskManager
-
-    from act_eval.paths import resource_dir
-
-    with quiet():
-        return TaskManager(include_path=[str(resource_dir("tasks"))], include_defaults=False)
-
-
 def defined_suites() -> list[str]:
-    return sorted(task_manager().all_groups)
+    return sorted(project_task_manager().all_groups)  # built-ins are not suites
 
 
 @cache
@@ -97,7 +83,7 @@ def load_suite(name: str) -> Suite:
         raise SubmissionError("suite", f"{name!r} is not a defined suite; defined: {', '.join(defined_suites())}")
     try:
         with quiet():
-            loaded = task_manager().load([name])
+            loaded = project_task_manager().load([name])
     except RuntimeError as err:  # task data unreachable (act_eval.lm.task_data says how to fix it)
         raise ValueError(f"cannot build suite {name} to check against: {err}") from None
     group_map: dict[str, list[str]] = loaded["group_map"]
@@ -134,20 +120,3 @@ def infer_suite(group_subtasks: dict[str, list[str]]) -> str:
             f"({', '.join(defined_suites())}) or name it with --suite"
         )
     return top[0]
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """No per-task hints or group warnings from lm-eval, no progress bars from datasets: a check is not a run."""
-    import datasets
-
-    logger = logging.getLogger("lm_eval")
-    level, bars = logger.level, datasets.is_progress_bar_enabled()
-    logger.setLevel(logging.ERROR)
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-        if bars:
-            datasets.enable_progress_bars()

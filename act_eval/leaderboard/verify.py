@@ -4,7 +4,7 @@ In order, each refusal a :class:`SubmissionError` whose ``check`` names it:
 
 ``manifest``       the schema (:mod:`.manifest`), then each field the results file also records;
 ``results``        a listed results file is missing or is not lm-eval's;
-``icl``            the ICL runs are not distinct few-shot seeds at one shot count (``samples.load_icl_runs``);
+``icl``            the ICL runs are not distinct few-shot seeds at one shot count (:func:`act_eval.icl.load_icl_runs`);
 ``missing-task``   a task of the suite is absent from the run, or has no samples file;
 ``suite``          the run has tasks the suite lacks, or the manifest names another subset;
 ``limited``        the run was made with ``--limit``;
@@ -34,21 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from act_eval.core.head_map import HeadMapError, load_head_map
+from act_eval.icl import load_icl_runs
 from act_eval.leaderboard import SubmissionError
 from act_eval.leaderboard.manifest import CALIBRATED_ARMS, HEAD_MAP_FILE, Manifest, read_manifest
 from act_eval.leaderboard.recorded import RecordedMap, check_recorded_map, recorded_map, run_settings
-from act_eval.leaderboard.suites import Suite, comparable_config, load_suite, quiet
+from act_eval.leaderboard.suites import Suite, comparable_config, load_suite
 from act_eval.lm.pretrained import model_identity
-from act_eval.lm.runs import (
-    Run,
-    TaskSamples,
-    load_icl_runs,
-    load_run,
-    model_args_dict,
-    read_task_samples,
-    samples_digest,
-)
-from act_eval.rivals.rescore import CALIBRATION_KEY, check_calibrated
+from act_eval.lm.runs import Run, TaskSamples, load_run, model_args_dict, read_task_samples, samples_digest
+from act_eval.lm.suite import quiet
+from act_eval.rivals.label_prior import CALIBRATION_KEY
+from act_eval.rivals.rescore import check_calibrated
 
 # lm-eval's per-task result keys that are not "<metric>,<filter>" values
 _NOT_METRICS = frozenset({"name", "alias", "sample_len", "sample_count"})
@@ -108,7 +103,7 @@ def verify_submission(path: Path) -> Checked:
 
 
 def _load_runs(path: Path, manifest: Manifest) -> tuple[Run, ...]:
-    files = [path / rel for rel in manifest.runs]
+    files = manifest.run_files(path)
     for file in files:
         if not file.is_file():
             raise SubmissionError("results", f"the manifest lists {file.relative_to(path)}, which is not in {path}")

@@ -16,7 +16,7 @@ from lm_eval.api.registry import register_model
 
 from act_eval.core.attention import KERNELS, PROMPT_LENGTHS
 from act_eval.core.enable import ActController, enable_act
-from act_eval.core.head_map import HeadMapError, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
+from act_eval.core.head_map import HeadMap, HeadMapError, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
 from act_eval.core.switch import config_shape
 from act_eval.lm.hf_fast import HFFastLM
 from act_eval.lm.pretrained import model_identity, resolve_pretrained
@@ -43,6 +43,18 @@ def config_without_weights(pretrained: str, kwargs: dict[str, Any]):
         gguf_file=kwargs.get("gguf_file"),
         subfolder=kwargs.get("subfolder") or "",
     )
+
+
+def fitted_head_map(
+    spec: HeadMap | str | dict | list | None, pretrained: Any, kwargs: dict[str, Any], check_model: bool = True
+) -> tuple[HeadMap, str]:
+    """The map a run calibrates with, read and fitted to the model's config before any weights load, and the id
+    head maps cite for the model. ``pretrained`` is a loadable path (resolved embedded name) or a loaded model."""
+    if isinstance(pretrained, str):
+        identity, config = model_identity(pretrained), config_without_weights(pretrained, kwargs)
+    else:
+        identity, config = model_identity(getattr(pretrained.config, "_name_or_path", "") or ""), pretrained.config
+    return resolve_head_map(spec, model_id=identity, check_model=check_model, **config_shape(config)), identity
 
 
 def _announce(config: dict[str, Any]) -> None:
@@ -111,13 +123,7 @@ class HFActLM(HFFastLM):
                 raise HeadMapError(f"act_heads must be JSON like [[layer, head], ...], got {act_heads!r} ({err})") from None
         if isinstance(pretrained, str):
             pretrained = resolve_pretrained(pretrained)
-            identity, config = model_identity(pretrained), config_without_weights(pretrained, kwargs)
-        else:
-            identity, config = model_identity(getattr(pretrained.config, "_name_or_path", "") or ""), pretrained.config
-        # the map is read and fitted to the model's config before any weights load
-        calibration = resolve_head_map(
-            head_map if head_map is not None else act_heads, model_id=identity, check_model=check_model, **config_shape(config)
-        )
+        calibration, identity = fitted_head_map(head_map if head_map is not None else act_heads, pretrained, kwargs, check_model)
         check_overrides(calibration, threshold, beta, factor, reference)
 
         super().__init__(pretrained=pretrained, **kwargs)

@@ -9,11 +9,8 @@ for the last K positions only), and HFLM already reads logits shorter than its i
 offset for virtual tokens), so asking for the smallest K that covers every row's scored span
 gives the same log-likelihoods from a fraction of the work.
 
-Rows are tied to requests as ``hf-act`` needs them too (it subclasses this): lm-eval
-right-pads loglikelihood batches with token 0 and passes no attention mask, so before
-delegating to HFLM the wrapper records, for every request, the token window HFLM will feed
-and its context length; ``_model_call`` recovers each row's context length by matching its
-unpadded prefix. A row it cannot match (lm-eval's batch-size probe) keeps all its logits.
+Each padded row is tied back to its request (:mod:`act_eval.lm.rows`), for the logits it needs
+here and for the prompt length ``hf-act`` (a subclass) passes to the attention function.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from act_eval.lm.pretrained import resolve_pretrained
+from act_eval.lm.rows import RequestWindows, scored_tail
 from act_eval.lm.task_data import local_data_dir
 
 log = logging.getLogger("lm_eval.models.hf_fast")  # lm-eval's CLI shows its models' log lines
@@ -53,8 +51,7 @@ class HFFastLM(HFLM):
                 log.info("%s: CUDA is not available: running on the CPU", type(self).__name__)
         super().__init__(pretrained=pretrained, device=device, **kwargs)
         self._shard_across_cpu_processes()
-        # window length -> window tokens -> (context length of its first request, smallest context length)
-        self._windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
+        self._windows = RequestWindows()  # the requests of the loglikelihood call in progress
         self._trims = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         if not self._trims:
             log.warning("%s takes no logits_to_keep: computing logits at every position, as hf does", type(self.model).__name__)
@@ -73,37 +70,17 @@ class HFFastLM(HFLM):
             self._world_size = accelerator.num_processes
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        windows: dict[int, dict[tuple[int, ...], tuple[int, int]]] = {}
-        ambiguous = 0
-        for _, context, continuation in requests:
-            window = tuple((context + continuation)[-(self.max_length + 1):][:-1])
-            prompt = len(window) - (len(continuation) - 1)
-            known = windows.setdefault(len(window), {})
-            first, shortest = known.setdefault(window, (prompt, prompt))
-            if prompt != first:
-                known[window] = (first, min(shortest, prompt))
-                ambiguous += 1
-        if ambiguous and self.PROMPT_SENSITIVE:
+        windows = RequestWindows.of(requests, self.max_length)
+        if windows.ambiguous and self.PROMPT_SENSITIVE:
             log.warning(
                 "%d request(s) feed the same tokens as another with a different context length; "
-                "the first one's context is taken as the prompt", ambiguous,
+                "the first one's context is taken as the prompt", windows.ambiguous,
             )
         self._windows = windows
         try:
             return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
         finally:
-            self._windows = {}
-
-    def _match(self, row: list[int]) -> tuple[int, int] | None:
-        """(first, smallest) context length of a right-padded row: the longest recorded window it starts with."""
-        end = len(row)
-        while True:
-            found = self._windows.get(end, {}).get(tuple(row[:end]))
-            if found is not None:
-                return found
-            if end == 0 or row[end - 1] != 0:
-                return None
-            end -= 1
+            self._windows = RequestWindows()
 
     def _scoring(self, prompts: list[int | None], length: int) -> dict[str, Any]:
         """Extra forward arguments for one pass over rows padded to ``length`` with these context lengths (None: no request)."""
@@ -112,7 +89,7 @@ class HFFastLM(HFLM):
     def _model_call(self, inps: torch.Tensor, attn_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         if attn_mask is not None or not self._windows:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-        matches = [self._match(row) for row in inps.tolist()]
+        matches = [self._windows.match(row) for row in inps.tolist()]
         keep = scored_tail(inps.shape[1], [None if m is None else m[1] for m in matches]) if self._trims else None
         kwargs = self._scoring([None if m is None else m[0] for m in matches], inps.shape[1])
         if keep is not None:
@@ -122,16 +99,3 @@ class HFFastLM(HFLM):
             device_type=self.device.type, dtype=self.mixed_precision_dtype, enabled=self.mixed_precision_dtype is not None
         ):
             return self.model(inps, **kwargs).logits
-
-
-def scored_tail(length: int, prompts: list[int | None]) -> int | None:
-    """Positions to keep at the end of rows padded to ``length``, or None for all of them.
-
-    A row whose context is ``p`` tokens scores the logits at positions ``p - 1`` onwards (the
-    last context token predicts the first continuation token), so the tail must reach back to
-    the smallest ``p - 1``. A row with no known context (None) needs every position.
-    """
-    if not prompts or any(p is None for p in prompts):
-        return None
-    keep = length - (min(prompts) - 1)
-    return None if keep >= length else keep

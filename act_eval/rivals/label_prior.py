@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+CALIBRATION_KEY = "calibration"  # where a re-scored run records its method and prior: results["config"], every sample
 CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al. 2021, section 5
 METHODS = {
     "contextual": "contextual calibration (Zhao et al., 2021, Calibrate Before Use)",
@@ -98,7 +99,7 @@ LABELS = {"contextual": "contextual calibration", "batch": "batch calibration (t
 
 def arm_name(config: dict[str, Any]) -> str | None:
     """A calibrated run's arm name from its results ``config`` (``act+`` when the scores came from ``hf-act``); None if uncalibrated."""
-    block = config.get("calibration")
+    block = config.get(CALIBRATION_KEY)
     if not isinstance(block, dict):
         return None
     method = block.get("method")

@@ -33,8 +33,11 @@ import numpy as np
 
 from act_eval import __version__
 from act_eval.files import atomic_write_text
-from act_eval.lm.runs import Run, choice_scores, expand_group, read_records, samples_digest
+from act_eval.icl import icl_run_files, load_icl_runs, write_icl_manifest
+from act_eval.lm.runs import Run, choice_scores, expand_group, load_run, read_records, samples_digest
+from act_eval.lm.suite import lm_eval_group, project_task_manager, quiet
 from act_eval.rivals.label_prior import (
+    CALIBRATION_KEY,
     CONTENT_FREE,
     METHODS,
     TRANSDUCTIVE,
@@ -48,7 +51,6 @@ from act_eval.rivals.label_prior import (
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
 
-CALIBRATION_KEY = "calibration"  # in results["config"] and in every sample line
 NORMALISATION = "softmax over the choices of lm-eval's summed continuation log-likelihoods"
 _PAIR_METRICS = ("f1", "mcc")  # logged as [gold, pred] per document
 _RTOL = 1e-9
@@ -94,6 +96,52 @@ def calibrate_run(
         raise ValueError("contextual calibration needs the model for the content-free prompts")
     done = [_calibrate_task(run, task, method, lm, task_objects.get(task)) for task in leaves]
     return _write(run, method, output_path, groups, done, model_record)
+
+
+def calibrate_arm(
+    given: Path,
+    paths: Sequence[Path],
+    method: str,
+    output_path: Path,
+    *,
+    tasks: Sequence[str] | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: str = "8",
+) -> tuple[list[Path], Path | None]:
+    """Re-score one run, or every seed run of an ICL arm, by ``method``; the results files and the ICL manifest.
+
+    ``paths`` is what ``given`` (the path the user named) stands for: one run, or an ICL arm (several runs, or an
+    ``act-eval icl run`` directory), whose seed runs are each re-scored with their own demonstrations into
+    ``OUT/seed_<S>/`` and listed in an ``icl.json`` (None for one run), so the result is an ICL arm again.
+    Contextual calibration loads the first run's own model once (:func:`run_model`; ``model`` overrides its type).
+    """
+    icl = len(paths) > 1 or icl_run_files(given) is not None
+    runs = load_icl_runs(paths) if icl else [load_run(given)]
+    lm, record = run_model(runs[0], model, device, batch_size) if method == "contextual" else (None, None)
+    written = []
+    for run in runs:
+        out = output_path / f"seed_{run.fewshot_seed}" if icl else output_path
+        written.append(calibrate_run(run, method, out, tasks=tasks, lm=lm, model_record=record))
+    if not icl:
+        return written, None
+    seeds = [run.fewshot_seed for run in runs]
+    runs_written = [str(w.relative_to(output_path)) for w in written]
+    return written, write_icl_manifest(output_path, seeds, runs_written, calibration=method, base=str(given))
+
+
+def run_model(run: Run, model: str | None, device: str | None, batch_size: str) -> tuple[LM, dict[str, Any]]:
+    """The run's own model (type and arguments as recorded), for the content-free prompts; and how it was loaded."""
+    from lm_eval.api.registry import get_model
+
+    model_type = model or run.results["config"]["model"]
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    args = dict(run.model_args)
+    lm = get_model(model_type).create_from_arg_obj(args, {"batch_size": batch_size, "device": device})
+    return lm, {"model": model_type, "model_args": args, "device": device, "batch_size": batch_size}
 
 
 def _calibrate_task(run: Run, task: str, method: str, lm: LM | None, task_object: Any) -> TaskCalibration:
@@ -180,10 +228,8 @@ def _rescored(task: str, record: dict[str, Any], gold: int, pred: int, method: s
 
 
 def _task_objects(tasks: Sequence[str]) -> dict[str, Any]:
-    from act_eval.leaderboard.suites import quiet, task_manager
-
     with quiet():
-        return task_manager().load(list(tasks))["tasks"]
+        return project_task_manager().load(list(tasks))["tasks"]
 
 
 def _write(
@@ -195,8 +241,6 @@ def _write(
     model_record: dict[str, Any] | None,
 ) -> Path:
     from lm_eval.api.metrics import stderr_for_metric
-
-    from act_eval.leaderboard.suites import load_suite, quiet
 
     base = run.results
     tasks = [d.task for d in done]
@@ -214,7 +258,7 @@ def _write(
         metrics[d.task] = entry
     for group in groups:
         with quiet():
-            metrics[group] = load_suite(group).groups[group].aggregate(metrics)
+            metrics[group] = lm_eval_group(group).aggregate(metrics)
     date_id = datetime.now(timezone.utc).replace(tzinfo=None).isoformat().replace(":", "-")
     keep = set(tasks) | set(groups)
     for key in ("configs", "versions", "n-shot", "higher_is_better", "n-samples", "task_hashes"):

@@ -13,13 +13,6 @@ import json
 import random
 from dataclasses import dataclass
 
-GROUPS = {
-    "classification": ["act_sst2", "act_sst5", "act_mr", "act_subj", "act_agnews", "act_trec", "act_cb", "act_boolq", "act_dbpedia"],
-    "multiple_choice": ["act_arc_easy", "act_arc_challenge", "act_openbookqa", "act_commonsense_qa", "act_copa", "act_hellaswag", "act_piqa"],
-}
-GROUPS["classification_spaced"] = [f"{t}_spaced" for t in GROUPS["classification"]]  # the spacing-corrected prompts
-
-
 @dataclass(frozen=True)
 class Example:
     task: str
@@ -31,16 +24,17 @@ class Example:
 
 
 def expand_tasks(names: list[str]) -> list[str]:
-    """Accept family names (``classification``), lm-eval group names (``act_classification``) or tasks."""
-    from act_eval.lm.suite import suite_task_manager
+    """Accept family names (``classification``), their lm-eval group names (``act_classification``) or tasks
+    (:func:`act_eval.lm.suite.families`: the groups of ``tasks/groups``, members in their YAML's order)."""
+    from act_eval.lm.suite import PREFIX, families, project_task_manager
     from act_eval.suggest import check_known
 
+    family = families()
     out: list[str] = []
     for name in names:
-        key = name.removeprefix("act_")
-        out.extend(GROUPS.get(key, [name]))
-    known = [*suite_task_manager().all_tasks, *GROUPS]
-    check_known("task, group or family", [n for n in names if n.removeprefix("act_") not in GROUPS], known)
+        out.extend(family.get(name.removeprefix(PREFIX), [name]))
+    known = [*project_task_manager().all_tasks, *family]
+    check_known("task, group or family", [n for n in names if n.removeprefix(PREFIX) not in family], known)
     return list(dict.fromkeys(out))
 
 
@@ -67,9 +61,9 @@ def held_out_examples(lm, task_names: list[str], per_task: int, seed: int = 1234
 
     Returns the examples and a description for the map's provenance.
     """
-    from act_eval.lm.suite import suite_task_manager
+    from act_eval.lm.suite import project_task_manager
 
-    loaded = suite_task_manager().load(task_names)["tasks"]
+    loaded = project_task_manager().load(task_names)["tasks"]
     examples: list[Example] = []
     used: dict[str, dict] = {}
     for name in task_names:

@@ -35,6 +35,7 @@ from typing import Callable
 
 from act_eval import __version__
 from act_eval.core.head_map import HeadMap
+from act_eval.lm.suite import family_of
 from act_eval.paths import cache_dir
 from act_eval.search.config import SearchConfig
 
@@ -59,16 +60,6 @@ def _chunks(n: int, size: int) -> list[range]:
 def _protocol(tasks: list[str]) -> str:
     spaced = {t.endswith("_spaced") for t in tasks}
     return "spaced" if spaced == {True} else "paper" if spaced == {False} else "mixed"
-
-
-def _family(tasks: list[str]) -> str:
-    from act_eval.search.examples import GROUPS
-
-    base = {t.removesuffix("_spaced") for t in tasks}
-    for family, members in GROUPS.items():
-        if base <= set(members) and len(base) > 1:
-            return family
-    return tasks[0] if len(tasks) == 1 else "custom"
 
 
 def run_search(config: SearchConfig) -> HeadMap | None:
@@ -313,7 +304,7 @@ class SearchJob:
         common = {"identity": identity, "data": data, "agreement": agreement, "candidates": cand, "cal": cal, "val": val}
         out = Path(self.config.out)
         all_tasks = sorted({e.task for e in cal})
-        hm = self.write(out, self.config.name or out.name.removesuffix(".json"), _family(self.tasks), all_tasks, family, stats, common)
+        hm = self.write(out, self.config.name or out.name.removesuffix(".json"), family_of(self.tasks), all_tasks, family, stats, common)
         if self.config.task_maps:
             for task in all_tasks:
                 t_heads = pooled + cand["per_task"].get(task, [])

@@ -15,7 +15,7 @@ unmasked row is a prompt row: the whole input is the prompt.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -151,20 +151,3 @@ def capture_attention(
         output = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=1, **{RECORDERS: by_layer})
     refuse_silent_layers(model, CAPTURE_ATTENTION, [i for i, r in enumerate(recorders) if r.record is None])
     return Capture([r.record for r in recorders], output.logits[:, -1].float())
-
-
-def load_model(pretrained: str, device: str | None = None) -> tuple[PreTrainedModel, Any, str]:
-    """Load a model and tokenizer as hf-act does (embedded names resolve to their local checkpoint).
-
-    Returns ``(model, tokenizer, identity)``; ``identity`` is the id head maps cite.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from act_eval.lm.pretrained import model_identity, resolve_pretrained
-
-    identity = model_identity(pretrained)
-    path = resolve_pretrained(pretrained)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto").to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer, identity
