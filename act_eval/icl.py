@@ -157,8 +157,8 @@ def run_icl(
             fewshot_random_seed=seed,
             bootstrap_iters=bootstrap_iters,
         )
-        results = json.loads(written.read_text(encoding="utf-8"))
-        zero_shot = [t for t in results["configs"] if results["n-shot"].get(t) == 0]
+        ran = load_run(written)
+        zero_shot = [t for t in ran.results["configs"] if ran.n_shot(t) == 0]
         if zero_shot:
             raise ValueError(f"task(s) {', '.join(zero_shot)} fix num_fewshot: 0 in their config; they cannot run as ICL")
         runs.append(str(written.relative_to(out)))

@@ -40,15 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-
-    from act_eval.core.enable import enable_act
-    from act_eval.core.head_map import check_threshold, resolve_head_map
     from act_eval.core.switch import model_shape
     from act_eval.lm.pretrained import load_model
-    from act_eval.sinks.capture import capture_attention
-    from act_eval.sinks.prompts import doc_prompt, encode, load_tasks, token_strings
-    from act_eval.sinks.report import Inspection, write_inspection
+    from act_eval.sinks.prompts import doc_prompt, load_tasks
+    from act_eval.sinks.inspection import inspect_input
 
     if args.text is not None and args.doc != 0:
         raise ValueError("--doc goes with --task, not --text")
@@ -60,49 +55,18 @@ def _run(args: argparse.Namespace) -> int:
         if len(tasks) != 1:
             raise ValueError(f"--task {args.task} is a group of {len(tasks)} tasks; name one of them: {', '.join(tasks)}")
         [(name, task)] = tasks.items()
-        prompt = doc_prompt(name, task, args.doc)
-        source = {"task": name, "doc_id": args.doc, "text": prompt.text}
+        source = {"task": name, "doc_id": args.doc, "text": doc_prompt(name, task, args.doc).text}
     else:
         source = {"text": args.text}
     model, tokenizer, identity = load_model(args.model, args.device)
     shape = model_shape(model)
-    layers = _selection("--layers", args.layers, shape["num_layers"])
-    heads = _selection("--heads", args.heads, shape["num_heads"])
-    ids = encode(tokenizer, source["text"])
-    if not ids:
-        raise ValueError("the input encodes to no tokens")
-    input_ids = torch.tensor([ids], device=model.device)
-
-    head_map = None
-    threshold = DEFAULT_THRESHOLD if args.threshold is None else check_threshold(args.threshold)
-    if args.head_map is not None:
-        hm = resolve_head_map(args.head_map, model_id=identity, **shape)
-        act = hm.rule == "act"  # a first-token map's threshold only marks the sinks drawn: not the map's setting
-        controller = enable_act(
-            model, hm, threshold=args.threshold if act else None, beta=args.beta, factor=args.factor, model_id=identity
-        )
-        threshold = controller.threshold if act else threshold
-        head_map = {
-            "name": hm.name or hm.source or "inline",
-            "content_hash": hm.content_hash,
-            "calibrated_heads": hm.num_calibrated,
-            "rule": hm.rule,
-            **({"beta": controller.beta} if act else {"factor": controller.factor}),
-            "heads": {str(layer): list(h) for layer, h in sorted(hm.heads.items())},
-        }
-    before = capture_attention(model, input_ids, calibrate=False, threshold=threshold, layers=layers)
-    after = capture_attention(model, input_ids, threshold=threshold, layers=layers) if head_map else None
-    inspection = Inspection(
-        model=identity,
-        source=source,
-        tokens=token_strings(tokenizer, ids),
-        threshold=threshold,
-        head_map=head_map,
-        layers=layers,
-        heads=heads,
-        detail_heads=[(layer, head) for layer in layers for head in heads] if args.heads else [],
+    page = inspect_input(
+        model, tokenizer, identity, source, Path(args.out),
+        layers=_selection("--layers", args.layers, shape["num_layers"]),
+        heads=_selection("--heads", args.heads, shape["num_heads"]),
+        detail=bool(args.heads),
+        head_map=args.head_map, threshold=args.threshold, beta=args.beta, factor=args.factor,
     )
-    page = write_inspection(Path(args.out), inspection, before, after, tokenizer)
     print(page)
     return 0
 

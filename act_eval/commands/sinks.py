@@ -8,8 +8,6 @@ from pathlib import Path
 from act_eval.commands import add_model_run_options
 from act_eval.core.rules import DEFAULT_THRESHOLD
 
-TOP_TOKENS = 15  # rows of the printed table
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -29,16 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
     from act_eval.core.head_map import check_threshold
-    from act_eval.core.switch import model_shape
     from act_eval.lm.pretrained import load_model
-    from act_eval.sinks.capture import capture_attention
     from act_eval.sinks.figures import plot_sink_stats
-    from act_eval.sinks.prompts import encode, load_tasks, task_prompts, token_strings
-    from act_eval.sinks.stats import SinkStats, write_summary
+    from act_eval.sinks.prompts import load_tasks, task_prompts
+    from act_eval.sinks.stats import TOP_TOKENS, count_sinks, summary_table, write_summary
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -47,40 +40,10 @@ def _run(args: argparse.Namespace) -> int:
     tasks = load_tasks(names, args.include_path, args.builtin_tasks)
     prompts = [prompt for name, task in tasks.items() for prompt in task_prompts(name, task, args.limit)]
     model, tokenizer, identity = load_model(args.model, args.device)
-    shape = model_shape(model)
-    stats = SinkStats(identity, shape["num_layers"], shape["num_heads"], threshold, list(tasks), args.limit)
-    for prompt in tqdm(prompts, desc="documents", unit="doc"):
-        ids = encode(tokenizer, prompt.text)
-        capture = capture_attention(model, torch.tensor([ids], device=model.device), threshold=threshold, keep_probs=False)
-        stats.add(prompt, token_strings(tokenizer, ids), capture.layers)
-    summary = stats.summary()
+    summary = count_sinks(model, tokenizer, identity, prompts, threshold, list(tasks), args.limit).summary()
     out = Path(args.out)
     write_summary(summary, out / "sinks.json")
     plot_sink_stats(out / "sinks.png", summary, top=TOP_TOKENS)
-    print(_table(summary))
+    print(summary_table(summary, TOP_TOKENS))
     print(f"wrote {out / 'sinks.json'} and {out / 'sinks.png'}")
     return 0
-
-
-def _table(summary: dict) -> str:
-    """The headline numbers and the most frequent sink tokens, as a Markdown table."""
-    from act_eval.sinks.figures import token_label
-
-    near_end = summary["near_end"]
-    lines = [
-        f"{summary['model']} on {', '.join(summary['tasks'])}: {summary['num_documents']} documents, "
-        f"{summary['num_layers']} layers x {summary['num_heads']} heads, threshold {summary['threshold']:g}",
-        f"heads whose highest column is the first token: {100 * summary['share_of_heads_first_token_top']:.1f}%",
-        f"heads with a sink beyond the first token: {100 * summary['share_of_heads_with_sink_beyond_first']:.1f}%",
-        f"sink events on the last {near_end} positions: {100 * summary['share_of_events_near_end']:.1f}%",
-        "",
-        f"| token | share of sink events | of which on the last {near_end} positions | occurrences | sink rate | heads |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for token in summary["tokens"][:TOP_TOKENS]:
-        lines.append(
-            f"| `{token_label(token['token']).replace('|', '¦')}` | {100 * token['share_of_events']:.1f}% "
-            f"| {100 * token['near_end_events'] / token['sink_events']:.0f}% | {token['occurrences']} "
-            f"| {token['sink_rate']:.3f} | {token['heads']} |"
-        )
-    return "\n".join(lines)

@@ -451,7 +451,7 @@ def _markdown(report: Report) -> str:
             lines.append(
                 f"| {task} | {r.n} | {_arm_text(r.a_value, r.a_low, r.a_high, r.a_std)} | "
                 f"{_arm_text(r.b_value, r.b_low, r.b_high, r.b_std)} | "
-                f"{_signed(r.diff)} [{_signed(r.diff_low)}, {_signed(r.diff_high)}] | {r.test} | "
+                f"{signed_points(r.diff)} [{signed_points(r.diff_low)}, {signed_points(r.diff_high)}] | {r.test} | "
                 f"{_p_text(r.p_value)} | {_p_text(r.p_adjusted)} | {r.verdict} |"
             )
         lines.append("")
@@ -470,7 +470,8 @@ def _arm_text(value: float, low: float, high: float, std: float | None) -> str:
     return f"{100 * value:.1f}{spread} [{100 * low:.1f}, {100 * high:.1f}]"
 
 
-def _signed(x: float) -> str:
+def signed_points(x: float) -> str:
+    """A difference in points with its sign and a true minus (``+1.9``, ``−0.4``); one that rounds to zero is ``+0.0``."""
     points = round(100 * x, 1) or 0.0  # no "-0.0" for a difference that rounds to zero
     return f"{points:+.1f}".replace("-", "−")
 

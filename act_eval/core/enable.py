@@ -24,7 +24,14 @@ from act_eval.core.attention import (
     check_kernel,
 )
 from act_eval.core.head_map import HeadMap, check_beta, check_factor, check_overrides, check_threshold, resolve_head_map
-from act_eval.core.switch import attention_modules, layer_modules, model_shape, refuse_silent_layers, switch_attention
+from act_eval.core.switch import (
+    attention_modules,
+    layer_modules,
+    model_shape,
+    refuse_silent_layers,
+    restore_attention,
+    switch_attention,
+)
 
 
 @dataclass
@@ -122,5 +129,5 @@ def disable_act(model: PreTrainedModel) -> None:
     for module in attention_modules(model):
         if hasattr(module, "act"):
             del module.act, module.act_sequence
-    model.set_attn_implementation(controller.previous_attention)
+    restore_attention(model, controller.previous_attention)
     del model._act_controller

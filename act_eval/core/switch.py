@@ -82,6 +82,11 @@ def switch_attention(model: PreTrainedModel, name: str, forward: Callable[..., A
     return previous
 
 
+def restore_attention(model: PreTrainedModel, previous: str) -> None:
+    """Put back the implementation :func:`switch_attention` returned."""
+    model.set_attn_implementation(previous)
+
+
 @contextmanager
 def switched(model: PreTrainedModel, name: str, forward: Callable[..., Any], purpose: str) -> Iterator[None]:
     """``model`` on ``forward`` for the block, its own attention implementation again afterwards."""
@@ -89,7 +94,7 @@ def switched(model: PreTrainedModel, name: str, forward: Callable[..., Any], pur
     try:
         yield
     finally:
-        model.set_attn_implementation(previous)
+        restore_attention(model, previous)
 
 
 def refuse_silent_layers(model: PreTrainedModel, name: str, silent: list[int], cause: Exception | None = None) -> None:

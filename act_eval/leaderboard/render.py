@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from importlib import resources
 
-from act_eval.compare.report import format_report
+from act_eval.compare.report import format_report, signed_points
 from act_eval.leaderboard.board import KINDS, Board, Cell, Section, family_label
 from act_eval.leaderboard.figures import heatmap_name
 from act_eval.leaderboard.manifest import short_name, shots_label
@@ -30,10 +30,7 @@ def points(x: float | None) -> str:
 
 
 def signed(x: float | None) -> str:
-    if x is None:
-        return "–"
-    value = round(100 * x, 1) or 0.0  # no "-0.0"
-    return f"{value:+.1f}".replace("-", "−")
+    return "–" if x is None else signed_points(x)
 
 
 def value_text(cell: Cell) -> str:

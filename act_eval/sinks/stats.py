@@ -19,17 +19,23 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from act_eval.core.switch import model_shape
 from act_eval.files import atomic_write_text
-from act_eval.sinks.capture import LayerAttention
-from act_eval.sinks.prompts import Prompt
+from act_eval.sinks.capture import LayerAttention, capture_attention
+from act_eval.sinks.figures import token_label
+from act_eval.sinks.prompts import Prompt, encode, token_strings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 FORMAT = "act-eval-sinks"
 FORMAT_VERSION = 1
 NEAR_END = 4
+TOP_TOKENS = 15  # rows of the summary table, and tokens in the figure
 
 
 class _Totals:
@@ -137,3 +143,42 @@ class SinkStats:
 def write_summary(summary: dict[str, Any], path: Path) -> Path:
     """Write the statistics atomically (compact: per-head matrices and per-document sink lists are long)."""
     return atomic_write_text(path, json.dumps(summary) + "\n")
+
+
+def count_sinks(
+    model: PreTrainedModel, tokenizer: Any, identity: str, prompts: Sequence[Prompt], threshold: float,
+    tasks: Sequence[str], limit: int | None,
+) -> SinkStats:
+    """Every prompt captured on its own (the whole input is the prompt) and its sink sets counted."""
+    import torch
+    from tqdm import tqdm
+
+    shape = model_shape(model)
+    stats = SinkStats(identity, shape["num_layers"], shape["num_heads"], threshold, tasks, limit)
+    for prompt in tqdm(prompts, desc="documents", unit="doc"):
+        ids = encode(tokenizer, prompt.text)
+        capture = capture_attention(model, torch.tensor([ids], device=model.device), threshold=threshold, keep_probs=False)
+        stats.add(prompt, token_strings(tokenizer, ids), capture.layers)
+    return stats
+
+
+def summary_table(summary: dict[str, Any], top: int = TOP_TOKENS) -> str:
+    """The headline numbers and the ``top`` most frequent sink tokens, as a Markdown table."""
+    near_end = summary["near_end"]
+    lines = [
+        f"{summary['model']} on {', '.join(summary['tasks'])}: {summary['num_documents']} documents, "
+        f"{summary['num_layers']} layers x {summary['num_heads']} heads, threshold {summary['threshold']:g}",
+        f"heads whose highest column is the first token: {100 * summary['share_of_heads_first_token_top']:.1f}%",
+        f"heads with a sink beyond the first token: {100 * summary['share_of_heads_with_sink_beyond_first']:.1f}%",
+        f"sink events on the last {near_end} positions: {100 * summary['share_of_events_near_end']:.1f}%",
+        "",
+        f"| token | share of sink events | of which on the last {near_end} positions | occurrences | sink rate | heads |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for token in summary["tokens"][:top]:
+        lines.append(
+            f"| `{token_label(token['token']).replace('|', '¦')}` | {100 * token['share_of_events']:.1f}% "
+            f"| {100 * token['near_end_events'] / token['sink_events']:.0f}% | {token['occurrences']} "
+            f"| {token['sink_rate']:.3f} | {token['heads']} |"
+        )
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
-"""``act-eval inspect``'s output: heatmap PNGs, a manifest of the sink sets, and one HTML page.
+"""``act-eval inspect``: one input captured before and after calibration, drawn as heatmap PNGs, a manifest of
+the sink sets, and one HTML page.
 
-Given the captures of one input (before calibration, and after when a head map is in force),
-this writes into one directory::
+:func:`inspect_input` captures the input (before calibration, and after when a head map is in
+force); :func:`write_inspection` writes into one directory::
 
     overview.png                     layers by tokens: share of heads with each token as a sink
     layer<L>_before.png / _after.png every selected head of layer L, sinks marked
@@ -19,14 +20,22 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from act_eval.core.enable import enable_act
+from act_eval.core.head_map import check_threshold, resolve_head_map
+from act_eval.core.rules import DEFAULT_THRESHOLD
+from act_eval.core.switch import model_shape
 from act_eval.files import atomic_write_text
-from act_eval.sinks.capture import Capture
+from act_eval.sinks.capture import Capture, capture_attention
 from act_eval.sinks.figures import HeadView, crop_note, plot_head, plot_layer, plot_sink_overview, shown_positions, token_label
+from act_eval.sinks.prompts import encode, token_strings
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 FORMAT = "act-eval-inspect"
 FORMAT_VERSION = 1
@@ -45,6 +54,61 @@ class Inspection:
     layers: list[int]  # layers drawn
     heads: list[int]  # heads drawn in each layer
     detail_heads: list[tuple[int, int]]  # (layer, head) drawn large, every token labelled
+
+
+def inspect_input(
+    model: PreTrainedModel,
+    tokenizer: Any,
+    identity: str,
+    source: dict[str, Any],
+    out: Path,
+    *,
+    layers: list[int],
+    heads: list[int],
+    detail: bool = False,
+    head_map: str | None = None,
+    threshold: float | None = None,
+    beta: float | None = None,
+    factor: float | None = None,
+) -> Path:
+    """One input's attention before calibration, and after it when ``head_map`` is given, written into ``out``
+    (:func:`write_inspection`); returns the page. ``detail`` also draws each of ``heads`` large in every layer drawn.
+
+    ``threshold`` marks the sinks drawn (ACT's, else the rule's default); for an ACT map it, and ``beta``, override
+    the map's. A first-token map takes ``factor``; its threshold stays a marking, not the map's setting.
+    """
+    ids = encode(tokenizer, source["text"])
+    if not ids:
+        raise ValueError("the input encodes to no tokens")
+    input_ids = torch.tensor([ids], device=model.device)
+    recorded = None
+    marked = DEFAULT_THRESHOLD if threshold is None else check_threshold(threshold)
+    if head_map is not None:
+        hm = resolve_head_map(head_map, model_id=identity, **model_shape(model))
+        act = hm.rule == "act"
+        controller = enable_act(model, hm, threshold=threshold if act else None, beta=beta, factor=factor, model_id=identity)
+        marked = controller.threshold if act else marked
+        recorded = {
+            "name": hm.name or hm.source or "inline",
+            "content_hash": hm.content_hash,
+            "calibrated_heads": hm.num_calibrated,
+            "rule": hm.rule,
+            **({"beta": controller.beta} if act else {"factor": controller.factor}),
+            "heads": {str(layer): list(h) for layer, h in sorted(hm.heads.items())},
+        }
+    before = capture_attention(model, input_ids, calibrate=False, threshold=marked, layers=layers)
+    after = capture_attention(model, input_ids, threshold=marked, layers=layers) if recorded else None
+    inspection = Inspection(
+        model=identity,
+        source=source,
+        tokens=token_strings(tokenizer, ids),
+        threshold=marked,
+        head_map=recorded,
+        layers=layers,
+        heads=heads,
+        detail_heads=[(layer, head) for layer in layers for head in heads] if detail else [],
+    )
+    return write_inspection(out, inspection, before, after, tokenizer)
 
 
 def write_inspection(out: Path, inspection: Inspection, before: Capture, after: Capture | None, tokenizer: Any) -> Path:
