@@ -9,6 +9,8 @@ import pytest
 from scipy.stats import binomtest, false_discovery_control
 
 from act_eval.compare import stats
+
+
 def paired(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
     """0/1 outcome vectors with the given 2x2 paired table (documents in a fixed, mixed order)."""
     a = [1] * both + [1] * only_a + [0] * only_b + [0] * neither

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from act_eval.compare.defaults import ADJUSTMENTS, AGGREGATIONS, ALPHA, CONFIDENCE, FORMATS, RESAMPLES, SEED
+
 if TYPE_CHECKING:
     from act_eval.lm.runs import Run
 
@@ -45,16 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", dest="filter_name", help="lm-eval filter to read (default: the task's only one)")
     parser.add_argument(
         "--aggregation",
-        default="auto",
-        choices=("auto", "mean", "macro_f1", "f1", "mcc"),
+        default=AGGREGATIONS[0],
+        choices=AGGREGATIONS,
         help="how the metric aggregates over documents (default: from the run's task config)",
     )
-    parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level for verdicts (default: 0.05)")
-    parser.add_argument("--adjust", default="holm", choices=("holm", "bh", "none"), help="p-value adjustment across tasks")
-    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap / permutation resamples (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every resampling (default: 0)")
-    parser.add_argument("--format", default="markdown", choices=("markdown", "json", "csv"))
+    parser.add_argument("--confidence", type=float, default=CONFIDENCE, help=f"interval level (default: {CONFIDENCE})")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level for verdicts (default: {ALPHA})")
+    parser.add_argument("--adjust", default=ADJUSTMENTS[0], choices=ADJUSTMENTS, help="p-value adjustment across tasks")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES,
+                        help=f"bootstrap / permutation resamples (default: {RESAMPLES})")
+    parser.add_argument("--seed", type=int, default=SEED, help=f"seed of every resampling (default: {SEED})")
+    parser.add_argument("--format", default=FORMATS[0], choices=FORMATS)
     plot = parser.add_mutually_exclusive_group()
     plot.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help=f"forest plot PNG (default: {DEFAULT_PLOT})")
     plot.add_argument("--no-plot", action="store_true", help="do not write the forest plot")

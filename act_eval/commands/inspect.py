@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from act_eval.core.switch import model_shape
     from act_eval.lm.pretrained import load_model
-    from act_eval.sinks.prompts import doc_prompt, load_tasks
     from act_eval.sinks.inspection import inspect_input
+    from act_eval.sinks.prompts import doc_prompt, load_tasks
 
     if args.text is not None and args.doc != 0:
         raise ValueError("--doc goes with --task, not --text")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from act_eval.compare.defaults import ALPHA, RESAMPLES, SEED
+
 _ROOT_HELP = "leaderboard directory (default: $ACT_EVAL_LEADERBOARD or the checkout's leaderboard/)"
 
 
@@ -36,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--root", help=_ROOT_HELP)
     build.add_argument(
-        "--resamples", type=int, default=10_000, help="bootstrap / permutation resamples (default: 10000)"
+        "--resamples", type=int, default=RESAMPLES, help=f"bootstrap / permutation resamples (default: {RESAMPLES})"
     )
-    build.add_argument("--seed", type=int, default=0, help="seed of every resampling (default: 0)")
-    build.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
+    build.add_argument("--seed", type=int, default=SEED, help=f"seed of every resampling (default: {SEED})")
+    build.add_argument("--alpha", type=float, default=ALPHA, help=f"significance level (default: {ALPHA})")
     build.add_argument(
         "--screenshot",
         nargs="?",

@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     from act_eval.lm.pretrained import load_model
     from act_eval.sinks.figures import plot_sink_stats
     from act_eval.sinks.prompts import load_tasks, task_prompts
-    from act_eval.sinks.stats import TOP_TOKENS, count_sinks, summary_table, write_summary
+    from act_eval.sinks.stats import count_sinks, summary_table, write_summary
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = count_sinks(model, tokenizer, identity, prompts, threshold, list(tasks), args.limit).summary()
     out = Path(args.out)
     write_summary(summary, out / "sinks.json")
-    plot_sink_stats(out / "sinks.png", summary, top=TOP_TOKENS)
-    print(summary_table(summary, TOP_TOKENS))
+    plot_sink_stats(out / "sinks.png", summary)
+    print(summary_table(summary))
     print(f"wrote {out / 'sinks.json'} and {out / 'sinks.png'}")
     return 0

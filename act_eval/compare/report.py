@@ -37,12 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from act_eval.compare import stats
+from act_eval.compare.defaults import ADJUSTMENTS, AGGREGATIONS, ALPHA, CONFIDENCE, FORMATS, RESAMPLES, SEED
 from act_eval.lm.runs import Run, TaskSamples, check_paired, read_task_samples, select_tasks
 from act_eval.rivals.label_prior import arm_name
 
-AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")
 FIRST_TOKEN = "first-token"  # the arm name of a first-token scaling run (ZeroTuning's idea, a head map's rule)
-FORMATS = ("markdown", "json", "csv")
 # lm-eval registry names of the pair aggregations act-eval can name explicitly
 _REGISTRY_NAMES = {"f1": "f1", "mcc": "matthews_corrcoef"}
 
@@ -121,12 +120,12 @@ def compare_runs(
     tasks: Sequence[str] | None = None,
     metric: str = "acc",
     filter_name: str | None = None,
-    aggregation: str = "auto",
-    confidence: float = 0.95,
-    n_resamples: int = 10_000,
-    seed: int = 0,
-    adjust: str = "holm",
-    alpha: float = 0.05,
+    aggregation: str = AGGREGATIONS[0],
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
+    adjust: str = ADJUSTMENTS[0],
+    alpha: float = ALPHA,
 ) -> Report:
     """Compare every arm with the baseline, and ACT (if given) with ICL and each rival, task by task.
 

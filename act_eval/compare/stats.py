@@ -33,6 +33,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats as _sps
 
+from act_eval.compare.defaults import ADJUSTMENTS, CONFIDENCE, RESAMPLES, SEED
+
 Metric = Callable[[np.ndarray], np.ndarray]
 Stratum = tuple[ArrayLike, ArrayLike, Metric]
 
@@ -165,7 +167,7 @@ def sign_test_greater(wins: int, losses: int) -> float:
     return float(_sps.binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (good coverage even for small n or p near 0/1)."""
     _check_confidence(confidence)
     if n <= 0:
@@ -202,9 +204,9 @@ def paired_bootstrap(
     b: ArrayLike,
     metric: Metric = mean_metric,
     *,
-    confidence: float = 0.95,
-    n_resamples: int = 10_000,
-    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> BootstrapResult:
     """Paired bootstrap of ``metric(b) - metric(a)``: both arms get the same resampled documents."""
     return stratified_paired_bootstrap(
@@ -215,9 +217,9 @@ def paired_bootstrap(
 def stratified_paired_bootstrap(
     strata: Sequence[Stratum],
     *,
-    confidence: float = 0.95,
-    n_resamples: int = 10_000,
-    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> BootstrapResult:
     """Paired bootstrap of the mean over tasks of ``metric(b) - metric(a)``, resampling within tasks.
 
@@ -279,15 +281,15 @@ def paired_permutation_test(
     b: ArrayLike,
     metric: Metric = mean_metric,
     *,
-    n_resamples: int = 10_000,
-    seed: int = 0,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> PermutationResult:
     """Paired permutation (swap) test: under H0 each document's two values are exchangeable."""
     return stratified_paired_permutation_test([(a, b, metric)], n_resamples=n_resamples, seed=seed)
 
 
 def stratified_paired_permutation_test(
-    strata: Sequence[Stratum], *, n_resamples: int = 10_000, seed: int = 0
+    strata: Sequence[Stratum], *, n_resamples: int = RESAMPLES, seed: int = SEED
 ) -> PermutationResult:
     """Swap test of the mean over tasks of ``metric(b) - metric(a)``.
 
@@ -362,17 +364,16 @@ def benjamini_hochberg(p_values: ArrayLike) -> np.ndarray:
     return out
 
 
-ADJUSTMENTS: dict[str, Callable[[ArrayLike], np.ndarray]] = {
-    "holm": holm,
-    "bh": benjamini_hochberg,
-    "none": lambda p: _check_p_values(p).copy(),
-}
+# the adjustments by their names (in ADJUSTMENTS' order: holm, bh, none)
+_ADJUSTERS: dict[str, Callable[[ArrayLike], np.ndarray]] = dict(
+    zip(ADJUSTMENTS, (holm, benjamini_hochberg, lambda p: _check_p_values(p).copy()), strict=True)
+)
 
 
 def adjust_p_values(p_values: ArrayLike, method: str) -> np.ndarray:
     """Adjust p-values by ``holm``, ``bh`` (Benjamini-Hochberg) or ``none``."""
     try:
-        return ADJUSTMENTS[method](p_values)
+        return _ADJUSTERS[method](p_values)
     except KeyError:
         raise ValueError(f"unknown p-value adjustment {method!r}; use one of {', '.join(ADJUSTMENTS)}") from None
 

@@ -25,7 +25,6 @@ from torch import Tensor
 from act_eval.core.rules import DEFAULT_BETA, DEFAULT_THRESHOLD
 
 
-
 def _at_least_fp32(probs: Tensor) -> Tensor:
     return probs.to(torch.promote_types(probs.dtype, torch.float32))
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from act_eval.compare.defaults import ALPHA, RESAMPLES, SEED
 from act_eval.compare.report import Report, compare_runs, rival_name
 from act_eval.compare.report import Row as CompareRow
 from act_eval.leaderboard.manifest import ARMS, CALIBRATED_ARMS
@@ -159,7 +160,7 @@ class Board:
 
 
 def build_board(
-    submissions: Sequence[Accepted], *, n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05
+    submissions: Sequence[Accepted], *, n_resamples: int = RESAMPLES, seed: int = SEED, alpha: float = ALPHA
 ) -> Board:
     subsets = sorted({s.manifest.subset for s in submissions}, key=lambda s: (s != "lite", s))
     sections = [

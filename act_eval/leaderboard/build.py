@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from act_eval.compare.defaults import ALPHA, RESAMPLES, SEED
 from act_eval.files import atomic_write_text
 from act_eval.leaderboard.board import Board, build_board
 from act_eval.leaderboard.figures import section_plots
@@ -27,7 +28,7 @@ def default_screenshot(root: Path) -> Path:
 
 
 def build(
-    root: Path, *, n_resamples: int = 10_000, seed: int = 0, alpha: float = 0.05, screenshot: Path | None = None
+    root: Path, *, n_resamples: int = RESAMPLES, seed: int = SEED, alpha: float = ALPHA, screenshot: Path | None = None
 ) -> Board:
     """Build the board from every accepted submission; with ``screenshot``, also photograph the page there."""
     board = build_board(Store(root).accepted(), n_resamples=n_resamples, seed=seed, alpha=alpha)

@@ -13,6 +13,7 @@ import json
 import random
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Example:
     task: str

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 MAX_TOKENS = 96  # positions drawn per axis
+TOP_TOKENS = 15  # the most frequent sink tokens shown: in the statistics' figure and their summary table
 _KEEP_FIRST = 24  # of those, taken from the start of a long input (the rest from its end)
 _CELL = 0.1  # inches per token in single-head figures (labels stay readable)
 _SINK = "#e8112d"
@@ -193,7 +194,7 @@ def plot_sink_overview(
     return _save(fig, path, dpi=90)
 
 
-def plot_sink_stats(path: Path, stats: dict[str, Any], top: int = 15) -> Path:
+def plot_sink_stats(path: Path, stats: dict[str, Any], top: int = TOP_TOKENS) -> Path:
     """Dataset statistics from :mod:`act_eval.sinks.stats`: top sink tokens, and per layer and head the
     share of documents with a sink beyond the first token and with the first token as top column."""
     plt = _pyplot()

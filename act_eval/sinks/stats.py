@@ -26,7 +26,7 @@ import numpy as np
 from act_eval.core.switch import model_shape
 from act_eval.files import atomic_write_text
 from act_eval.sinks.capture import LayerAttention, capture_attention
-from act_eval.sinks.figures import token_label
+from act_eval.sinks.figures import TOP_TOKENS, token_label
 from act_eval.sinks.prompts import Prompt, encode, token_strings
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 FORMAT = "act-eval-sinks"
 FORMAT_VERSION = 1
 NEAR_END = 4
-TOP_TOKENS = 15  # rows of the summary table, and tokens in the figure
 
 
 class _Totals:
