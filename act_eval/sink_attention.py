@@ -229,11 +229,11 @@ def _steps(q_len: int, batch: int, heads: int, block: int | None, device: torch.
 
 
 class _Rows:
-    """Per-block results joined along the query rows: written into one tensor, or concatenated at
-    the end when autograd tracks them (it cannot see through writes into a buffer)."""
+    """Per-block results joined along the query rows: written into one tensor (``into``, or a new
+    one), or concatenated at the end when autograd tracks them (it cannot see through writes into a buffer)."""
 
-    def __init__(self, q_len: int) -> None:
-        self.q_len, self.pieces, self.full = q_len, [], None
+    def __init__(self, q_len: int, into: Tensor | None = None) -> None:
+        self.q_len, self.pieces, self.full = q_len, [], into
 
     def put(self, start: int, piece: Tensor) -> None:
         if piece.requires_grad:
@@ -446,7 +446,8 @@ def calibrated_attention(
     on the sink columns and on the others. With ``known``, this call's :func:`plain_pass`, a
     block is corrected from it on the sink columns alone (``N_i = O_i - C_i``, ``1 - m_i``), no
     softmax recomputed, unless a row's sinks hold over :data:`CORRECTABLE_SINK_MASS` of its mass;
-    otherwise the parts come from the block's softmax. A row that sees no key (left padding)
+    otherwise the parts come from the block's softmax. Unless ``plain``, the calibrated output is
+    written over ``known.out``. A row that sees no key (left padding)
     gets a finite value that nothing reads.
     """
     batch, heads, q_len, _ = query.shape
@@ -455,7 +456,10 @@ def calibrated_attention(
     columns = _SinkColumns.of(sinks, key, value)
     if known is not None and columns is None:  # nothing to calibrate
         return known.out, known.out if plain else None
-    calibrated_rows, plain_rows = _Rows(q_len), _Rows(q_len)
+    # a block's plain output is read before its calibrated one is written: unless the plain output
+    # is wanted too, the calibrated one takes its place (one [B, h, Q, D] float32 buffer, not two)
+    calibrated_rows = _Rows(q_len, known.out if known is not None and not plain else None)
+    plain_rows = _Rows(q_len)
     for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
         parts = None if known is None else _corrected_parts(part, query, scaling, softcap, columns, known)
         if parts is None:
