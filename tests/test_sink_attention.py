@@ -158,6 +158,10 @@ def test_blocks_are_corrected_from_the_plain_pass_unless_a_row_leans_on_its_sink
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(plain, probs @ v, atol=1e-6, rtol=1e-5)
     recomputed.clear()
+    alone, none = calibrated_attention(q, k, v, None, 1.0, None, sinks, rule, block=6, known=plain_pass(q, k, v, None, 1.0, block=6))
+    assert none is None and recomputed == [0, 6]
+    torch.testing.assert_close(alone, got, atol=0, rtol=0)  # written over the plain pass's buffer: the same numbers
+    recomputed.clear()
     without, _ = calibrated_attention(q, k, v, None, 1.0, None, sinks, rule, block=6)
     assert recomputed == [0, 6, 12, 18]
     torch.testing.assert_close(got, without, atol=1e-6, rtol=1e-5)

@@ -229,11 +229,11 @@ def _steps(q_len: int, batch: int, heads: int, block: int | None, device: torch.
 
 
 class _Rows:
-    """Per-block results joined along the query rows: written into one tensor, or concatenated at
-    the end when autograd tracks them (it cannot see through writes into a buffer)."""
+    """Per-block results joined along the query rows: written into one tensor (``into``, or a new
+    one), or concatenated at the end when autograd tracks them (it cannot see through writes into a buffer)."""
 
-    def __init__(self, q_len: int) -> None:
-        self.q_len, self.pieces, self.full = q_len, [], None
+    def __init__(self, q_len: int, into: Tensor | None = None) -> None:
+        self.q_len, self.pieces, self.full = q_len, [], into
 
     def put(self, start: int, piece: Tensor) -> None:
         if piece.requires_grad:
@@ -387,18 +387,17 @@ CORRECTABLE_SINK_MASS = 0.5
 
 def _corrected_parts(
     part: _Block, query: Tensor, scaling: float, softcap: float | None, columns: _SinkColumns, known: PlainPass
-) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-    """A block's row parts from the plain pass and the sink columns' logits alone (None: a row's sinks
-    hold more than :data:`CORRECTABLE_SINK_MASS`, so the block must be recomputed)."""
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """A block's row parts from the plain pass and the sink columns' logits alone, and whether a row's
+    sinks hold more than :data:`CORRECTABLE_SINK_MASS` (a 0-dim bool: then the block is recomputed)."""
     rows = slice(part.start, part.stop)
     logits = _logits(query[:, :, rows], columns.keys, scaling, softcap, part.column_bias(columns.order))  # [B, h, r, W]
     seen = part.sees(columns.order) & columns.valid[:, :, None, :]
     on_sinks = torch.where(seen, torch.exp(logits - known.lse[:, :, rows, None]), 0.0)
     sink_mass = on_sinks.sum(-1)
-    if bool((sink_mass > CORRECTABLE_SINK_MASS).any()):
-        return None
     sink_out = torch.matmul(on_sinks, columns.values)
-    return known.out[:, :, rows] - sink_out, 1.0 - sink_mass, sink_out, sink_mass
+    parts = (known.out[:, :, rows] - sink_out, 1.0 - sink_mass, sink_out, sink_mass)
+    return parts, (sink_mass > CORRECTABLE_SINK_MASS).any()
 
 
 def _exact_parts(
@@ -446,8 +445,10 @@ def calibrated_attention(
     on the sink columns and on the others. With ``known``, this call's :func:`plain_pass`, a
     block is corrected from it on the sink columns alone (``N_i = O_i - C_i``, ``1 - m_i``), no
     softmax recomputed, unless a row's sinks hold over :data:`CORRECTABLE_SINK_MASS` of its mass;
-    otherwise the parts come from the block's softmax. A row that sees no key (left padding)
-    gets a finite value that nothing reads.
+    otherwise the parts come from the block's softmax (which blocks, is read once for the whole
+    call: a GPU synchronises once, not per block). Unless ``plain``, the calibrated output is
+    written over ``known.out``. A row that sees no key (left padding) gets a finite value that
+    nothing reads.
     """
     batch, heads, q_len, _ = query.shape
     kv_len = key.shape[2]
@@ -455,12 +456,26 @@ def calibrated_attention(
     columns = _SinkColumns.of(sinks, key, value)
     if known is not None and columns is None:  # nothing to calibrate
         return known.out, known.out if plain else None
-    calibrated_rows, plain_rows = _Rows(q_len), _Rows(q_len)
-    for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
-        parts = None if known is None else _corrected_parts(part, query, scaling, softcap, columns, known)
-        if parts is None:
-            parts = _exact_parts(part, query, key, value, scaling, softcap, columns)
-        calibrated_rows.put(part.start, output(*parts))
+    # a block's plain output is read before its calibrated one is written: unless the plain output
+    # is wanted too, the calibrated one takes its place (one [B, h, Q, D] float32 buffer, not two)
+    calibrated_rows = _Rows(q_len, known.out if known is not None and not plain else None)
+    plain_rows = _Rows(q_len)
+
+    def put(start: int, parts: tuple[Tensor, Tensor, Tensor, Tensor]) -> None:
+        calibrated_rows.put(start, output(*parts))
         if plain:
-            plain_rows.put(part.start, plain_output(*parts))
+            plain_rows.put(start, plain_output(*parts))
+
+    recompute = None  # every block
+    if known is not None:
+        leaning = {}
+        for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
+            parts, leaning[part.start] = _corrected_parts(part, query, scaling, softcap, columns, known)
+            put(part.start, parts)
+        # one synchronisation for the layer, not one per block
+        recompute = {start for start, lean in zip(leaning, torch.stack(list(leaning.values())).tolist()) if lean}
+    if recompute is None or recompute:
+        for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
+            if recompute is None or part.start in recompute:
+                put(part.start, _exact_parts(part, query, key, value, scaling, softcap, columns))
     return calibrated_rows.joined(), plain_rows.joined() if plain else None
