@@ -170,20 +170,21 @@ def test_blocks_are_corrected_from_the_plain_pass_unless_a_row_leans_on_its_sink
 def test_a_block_holds_its_rows_logits_only_and_skips_keys_no_row_sees(monkeypatch):
     sizes = []
 
-    block_probs = sink_attention._block_probs
+    block_logits = sink_attention._Block.logits
 
     def recording(*args, **kwargs):
-        probs = block_probs(*args, **kwargs)
-        sizes.append(probs.numel())
-        return probs
+        logits = block_logits(*args, **kwargs)
+        sizes.append(logits.numel())
+        return logits
 
-    monkeypatch.setattr(sink_attention, "_block_probs", recording)
+    monkeypatch.setattr(sink_attention._Block, "logits", recording)
     q, k, v = qkv(batch=1, heads=2, kv_heads=2, n=64)
     block = 2 * 8  # eight rows of both heads
-    column_statistics(q, k, None, 0.3, block=block)
-    assert max(sizes) <= block * 64 and len(sizes) == 8
-    assert sum(sizes) < 0.6 * 2 * 64 * 64  # causal: a block reads only the keys up to its last row
-    sizes.clear()
+    for statistics in (lambda: column_statistics(q, k, None, 0.3, block=block), lambda: plain_pass(q, k, v, None, 0.3, block=block)):
+        statistics()
+        assert max(sizes) <= block * 64 and len(sizes) == 8
+        assert sum(sizes) < 0.6 * 2 * 64 * 64  # causal: a block reads only the keys up to its last row
+        sizes.clear()
     calibrated_attention(q, k, v, make_mask(1, 64, window=4), 0.3, None, None, plain_output, block=block)
     assert sum(sizes) <= 2 * 64 * (8 + 4)  # sliding window: a band
 

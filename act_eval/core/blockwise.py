@@ -269,18 +269,8 @@ def column_statistics(
     What :func:`act_eval.core.calibration.column_sums` gives on the whole probability matrix with
     ``visible`` = prompt rows (:func:`prompt_rows`) and the keys they see, summed block by block.
     """
-    batch, heads, q_len, _ = query.shape
-    kv_len = key.shape[2]
-    key = key.float()
-    total = torch.zeros(batch, heads, 1, kv_len, dtype=torch.float32, device=query.device)
-    count = torch.zeros(batch, 1, kv_len, dtype=torch.float32, device=query.device)
-    for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
-        probs = _block_probs(part, query, key, scaling, softcap)
-        prompt = part.prompt(prompt_lengths)  # [B, 1, r]
-        # sum_i prompt_i P_ij as one product: a masked key has P_ij = 0 in any row that sees a key
-        total[..., part.lo : part.hi] += torch.matmul(prompt.to(torch.float32).unsqueeze(-2), probs)
-        count[..., part.lo : part.hi] += part.count(prompt, prompt_lengths)
-    return total.squeeze(-2), count
+    sums = plain_pass(query, key, None, attention_mask, scaling, softcap, prompt_lengths, block)
+    return sums.total, sums.count
 
 
 @dataclass
@@ -292,8 +282,8 @@ class PlainPass:
     are :func:`column_statistics`'s, from which the sink set follows.
     """
 
-    out: Tensor  # [B, h, Q, D] float32
-    lse: Tensor  # [B, h, Q]
+    out: Tensor | None  # [B, h, Q, D] float32 (None: no values given)
+    lse: Tensor | None  # [B, h, Q]
     total: Tensor  # [B, h, K]
     count: Tensor  # [B, 1, K]
 
@@ -302,14 +292,15 @@ class PlainPass:
 def plain_pass(
     query: Tensor,
     key: Tensor,
-    value: Tensor,
+    value: Tensor | None,
     attention_mask: Tensor | None,
     scaling: float,
     softcap: float | None = None,
     prompt_lengths: Tensor | None = None,
     block: int | None = None,
 ) -> PlainPass:
-    """The plain attention of a sequence's first call and the sink statistic, from one pass over blocks of rows.
+    """The plain attention of a sequence's first call and the sink statistic, from one pass over blocks of rows
+    (the statistic alone when ``value`` is None).
 
     Each row's log-sum-exp comes from its softmax without a second pass of exponentials: its
     largest probability is ``exp(max_j s_ij - lse_i)``, so ``lse_i = max_j s_ij - log max_j P_ij``
@@ -317,18 +308,23 @@ def plain_pass(
     """
     batch, heads, q_len, dim = query.shape
     kv_len = key.shape[2]
-    key, value = key.float(), value.float()
+    key = key.float()
     total = torch.zeros(batch, heads, 1, kv_len, dtype=torch.float32, device=query.device)
     count = torch.zeros(batch, 1, kv_len, dtype=torch.float32, device=query.device)
-    out = torch.empty(batch, heads, q_len, dim, dtype=torch.float32, device=query.device)
-    lse = torch.empty(batch, heads, q_len, dtype=torch.float32, device=query.device)
+    out = lse = None
+    if value is not None:
+        value = value.float()
+        out = torch.empty(batch, heads, q_len, dim, dtype=torch.float32, device=query.device)
+        lse = torch.empty(batch, heads, q_len, dtype=torch.float32, device=query.device)
     for part in _blocks(attention_mask, q_len, kv_len, batch, heads, block, query.device):
         scores = part.logits(query, key, scaling, softcap)
         probs = torch.softmax(scores, -1)
-        rows = slice(part.start, part.stop)
-        lse[:, :, rows] = scores.amax(-1) - probs.amax(-1).log()
-        out[:, :, rows] = torch.matmul(probs, value[:, :, part.lo : part.hi])
-        prompt = part.prompt(prompt_lengths)
+        if value is not None:
+            rows = slice(part.start, part.stop)
+            lse[:, :, rows] = scores.amax(-1) - probs.amax(-1).log()
+            out[:, :, rows] = torch.matmul(probs, value[:, :, part.lo : part.hi])
+        prompt = part.prompt(prompt_lengths)  # [B, 1, r]
+        # sum_i prompt_i P_ij as one product: a masked key has P_ij = 0 in any row that sees a key
         total[..., part.lo : part.hi] += torch.matmul(prompt.to(torch.float32).unsqueeze(-2), probs)
         count[..., part.lo : part.hi] += part.count(prompt, prompt_lengths)
     return PlainPass(out, lse, total.squeeze(-2), count)
