@@ -32,5 +32,8 @@ def test_every_head_of_a_searched_map_was_confirmed_exactly_and_kept(hm):
     assert heads == sorted(accepted)
     assert all(stats[h]["kept"] for h in heads)
     chosen = prov["settings"]["chosen"]
-    assert (hm.threshold, hm.beta) == (chosen["threshold"], chosen["beta"])
+    if hm.rule == "first_token":  # the setting chosen on validation is the factor
+        assert (hm.rule, hm.factor) == (chosen["rule"], chosen["factor"])
+    else:
+        assert (hm.threshold, hm.beta) == (chosen["threshold"], chosen["beta"])
     assert prov["validation"]["map"]["objective"] >= prov["validation"]["baseline"]["objective"]
