@@ -137,13 +137,17 @@ def first_token_map(**kw) -> HeadMap:
 
 
 def test_every_committed_map_is_written_back_byte_for_byte():
-    """Published maps and searched maps (cited by hash in results and submissions) keep their bytes and hashes."""
+    """Published maps and searched maps (cited by hash in results and submissions) keep their bytes and hashes:
+    ACT maps as format version 1, first-token maps as version 2."""
     files = sorted((REPO / "head_maps").glob("*.json")) + sorted((REPO / "searches").glob("*/*.json"))
     assert len(files) >= 10
     for path in files:
         hm = load_head_map(str(path))
-        assert hm.rule == "act" and hm.to_json() == path.read_text(), path
-        assert hm.content_hash == json.loads(path.read_text())["content_hash"]
+        stored = json.loads(path.read_text())
+        assert hm.to_json() == path.read_text(), path
+        assert stored["format_version"] == (1 if hm.rule == "act" else 2), path
+        assert hm.content_hash == stored["content_hash"]
+    assert {load_head_map(str(path)).rule for path in files} == {"act", "first_token"}  # both kinds are read back
 
 
 def test_an_act_map_has_no_rule_field():

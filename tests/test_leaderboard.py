@@ -435,14 +435,17 @@ def test_a_first_token_manifest_records_the_rule_and_factor(runs):
 
 
 def test_every_accepted_manifest_reads_back_byte_for_byte():
-    """The committed board's manifests (ACT's among them) are version 1 files exactly as this act-eval writes them."""
+    """The committed board's manifests are files exactly as this act-eval writes them: version 1 for
+    every arm but first-token scaling's (ACT's among them), version 2 for that one."""
     from act_eval.leaderboard.manifest import read_manifest
 
     manifests = sorted((Path(__file__).resolve().parents[1] / "leaderboard" / "submissions").glob("*/manifest.json"))
     assert manifests
     for path in manifests:
         manifest = read_manifest(path.parent)
-        assert manifest.format_version == 1 and manifest.to_json() == path.read_text(encoding="utf-8"), path
+        assert manifest.format_version == (2 if manifest.arm == "first_token" else 1), path
+        assert manifest.to_json() == path.read_text(encoding="utf-8"), path
+    assert {read_manifest(path.parent).format_version for path in manifests} == {1, 2}
 
 
 @pytest.fixture(scope="module")
