@@ -309,10 +309,8 @@ def _plain_heads(
     batch, num_heads, q_len, _ = query.shape
     if not heads.numel():
         return None
-    kv_heads = torch.div(heads, num_heads // key.shape[1], rounding_mode="floor")
     causal = SimpleNamespace(is_causal=getattr(module, "is_causal", True))
-    part, _ = sdpa_attention_forward(causal, query[:, heads], key[:, kv_heads], value[:, kv_heads], attention_mask,
-                                     dropout=dropout, scaling=scaling, **kwargs)
+    part, _ = sdpa_attention_forward(causal, *_heads(heads, query, key, value), attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     return _put_heads(part.new_empty(batch, q_len, num_heads, part.shape[-1]), heads, part)
 
 
@@ -330,18 +328,18 @@ def _eager_kernel(
     """The reference: selected heads' whole probability matrices in float32, calibrated, times V."""
     batch, _, q_len, _ = query.shape
     kv_len = key.shape[2]
-    groups = query.shape[1] // key.shape[1]
     allowed = allowed_mask(attention_mask, q_len, kv_len, batch, query.device)
     settings, sequence = call.settings, call.sequence
-    if out is not None:
+    if out is not None:  # the selected heads alone
         eager_heads = settings.index(query.device)
         selected = slice(None)
-    else:
+        eager_q, eager_k, eager_v = _selected(settings, query, key, value)
+    else:  # softcapped: every head
         out = torch.empty_like(query.transpose(1, 2))
         eager_heads = torch.arange(query.shape[1], device=query.device)
         selected = settings.index(query.device)
-    kv_heads = torch.div(eager_heads, groups, rounding_mode="floor")
-    probs = eager_attention(query[:, eager_heads], key[:, kv_heads], allowed, scaling, softcap, mask_bias(attention_mask, kv_len))
+        eager_q, eager_k, eager_v = _every_head(query, key, value)
+    probs = eager_attention(eager_q, eager_k, allowed, scaling, softcap, mask_bias(attention_mask, kv_len))
     chosen = probs[:, selected]
     if sequence.starts_sequence(batch, q_len, kv_len):
         positions = torch.arange(kv_len - q_len, kv_len, device=query.device)
@@ -352,7 +350,7 @@ def _eager_kernel(
     calibrated = call.blend(chosen, settings.reweight(chosen, sinks))
     # out of place, so that the screen's gradients can flow through probs
     probs = calibrated if isinstance(selected, slice) else probs.index_copy(1, selected, calibrated)
-    heads_out = torch.matmul(probs, value[:, kv_heads].float())  # [B, h, Q, D]
+    heads_out = torch.matmul(probs, eager_v.float())  # [B, h, Q, D]
     return out.index_copy(2, eager_heads, heads_out.transpose(1, 2).to(out.dtype))  # sdpa's output stays intact
 
 
@@ -372,17 +370,15 @@ def _blockwise_kernel(
     """
     batch, num_heads, q_len, _ = query.shape
     kv_len = key.shape[2]
-    groups = num_heads // key.shape[1]
     device = query.device
-    kv_every = torch.div(torch.arange(num_heads, device=device), groups, rounding_mode="floor")
     if call is None:  # a softcapped layer with nothing to calibrate
-        every, _ = calibrated_attention(query, key[:, kv_every], value[:, kv_every], attention_mask, scaling, softcap, None, plain_output)
+        every, _ = calibrated_attention(*_every_head(query, key, value), attention_mask, scaling, softcap, None, plain_output)
         return every.transpose(1, 2).to(query.dtype)
     settings = call.settings
     heads = settings.index(device)
     chosen_q, chosen_k, chosen_v = _selected(settings, query, key, value)
     # softcapped: every head in one pass (the others have no sinks, so they come out plain)
-    q, k, v = (chosen_q, chosen_k, chosen_v) if softcap is None else (query, key[:, kv_every], value[:, kv_every])
+    q, k, v = (chosen_q, chosen_k, chosen_v) if softcap is None else _every_head(query, key, value)
     known = None
     if call.sequence.starts_sequence(batch, q_len, kv_len) and not settings.first_token and not _differentiates(call, query):
         known = plain_pass(q, k, v, attention_mask, scaling, softcap, lengths)
@@ -408,12 +404,21 @@ def _differentiates(call: LayerCall, query: Tensor) -> bool:
 
 def _selected(settings: ActSettings, query: Tensor, *kv: Tensor) -> tuple[Tensor, ...]:
     """The selected heads' queries and, matched to them, their keys (and values): ``[B, h, *, D]`` each."""
-    num_heads, groups = query.shape[1], query.shape[1] // kv[0].shape[1]
-    heads = settings.index(query.device)
-    everyone = settings.heads == tuple(range(num_heads))  # then nothing needs a copy
-    chosen_q = query if everyone else query[:, heads]
+    everyone = settings.heads == tuple(range(query.shape[1]))  # then nothing needs a copy
+    return _heads(settings.index(query.device), query, *kv, everyone=everyone)
+
+
+def _every_head(query: Tensor, *kv: Tensor) -> tuple[Tensor, ...]:
+    """Every query head with its key (and value) head."""
+    return _heads(torch.arange(query.shape[1], device=query.device), query, *kv, everyone=True)
+
+
+def _heads(heads: Tensor, query: Tensor, *kv: Tensor, everyone: bool = False) -> tuple[Tensor, ...]:
+    """The query heads ``heads`` and, matched to each, its key (and value) head: ``[B, h, *, D]`` each.
+    ``everyone``: ``heads`` is every query head in order, so the queries need no copy (nor keys without GQA)."""
+    groups = query.shape[1] // kv[0].shape[1]
     kv_heads = torch.div(heads, groups, rounding_mode="floor")
-    return (chosen_q, *(t if everyone and groups == 1 else t[:, kv_heads] for t in kv))
+    return (query if everyone else query[:, heads], *(t if everyone and groups == 1 else t[:, kv_heads] for t in kv))
 
 
 def _sequence_sinks(
