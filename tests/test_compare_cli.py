@@ -318,3 +318,23 @@ def test_icl_command_runs_seeds_and_feeds_compare(runs, capsys, tmp_path):
     assert "holds a run with other settings (few-shot seed: 0, not 1)" in capsys.readouterr().err
     assert main(["icl", "run", *args[2:8], "-k", "0", "--output_path", str(tmp_path / "zero")]) == 2
     assert "at least one demonstration" in capsys.readouterr().err
+
+
+def test_arms_table_puts_every_arm_against_the_baseline_in_one_table(runs, capsys):
+    rows = run_json(capsys, runs.base, runs.act, "--icl", *runs.icl)["rows"]
+    assert main(["compare", str(runs.base), str(runs.act), "--icl", *map(str, runs.icl), "--format", "arms", "--no-plot"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| task | n | baseline | act | icl-1shot |"
+    body = [line.strip("| ").split(" | ") for line in lines[2:] if line.startswith("| ")]
+    assert [cells[0] for cells in body] == ["tiny_cls", "tiny_yesno", "**mean** (2 tasks)"]
+    for cells, task in zip(body, ["tiny_cls", "tiny_yesno", "mean"]):
+        for arm, cell in zip(["act", "icl-1shot"], cells[3:]):
+            (r,) = [r for r in rows if r["comparison"] == f"{arm} vs baseline" and r["task"] == task]
+            assert cells[1] == str(r["n"]) and cells[2] == f"{100 * r['a_value']:.1f}"
+            assert cell.startswith(f"{100 * r['b_value']:.1f}")
+            assert (" ± " in cell) == (r["b_std"] is not None)  # only the ICL arm has seeds
+            diff = round(100 * r["diff"], 1) or 0.0
+            assert f"{diff:+.1f}".replace("-", "−") in cell
+            assert cell.count("**") == (4 if r["p_adjusted"] < 0.05 else 0)
+    # ACT against ICL is a comparison of two arms, not of an arm with the baseline: not a column
+    assert "act vs icl" not in "\n".join(lines)

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resamples", type=int, default=RESAMPLES,
                         help=f"bootstrap / permutation resamples (default: {RESAMPLES})")
     parser.add_argument("--seed", type=int, default=SEED, help=f"seed of every resampling (default: {SEED})")
-    parser.add_argument("--format", default=FORMATS[0], choices=FORMATS)
+    parser.add_argument("--format", default=FORMATS[0], choices=FORMATS,
+                        help="markdown: a table per comparison (default); arms: one table, a column per arm "
+                        "against the baseline; json, csv: every row")
     plot = parser.add_mutually_exclusive_group()
     plot.add_argument("--plot", default=DEFAULT_PLOT, metavar="PATH", help=f"forest plot PNG (default: {DEFAULT_PLOT})")
     plot.add_argument("--no-plot", action="store_true", help="do not write the forest plot")

@@ -9,4 +9,4 @@ RESAMPLES = 10_000  # bootstrap and permutation resamples
 SEED = 0  # seed of every resampling
 ADJUSTMENTS = ("holm", "bh", "none")  # p-value adjustment across a comparison's tasks; the first is the default
 AGGREGATIONS = ("auto", "mean", "macro_f1", "f1", "mcc")  # how a metric aggregates over documents; "auto": the task's
-FORMATS = ("markdown", "json", "csv")  # the report's formats; the first is the default
+FORMATS = ("markdown", "arms", "json", "csv")  # the report's formats; the first is the default

@@ -416,7 +416,8 @@ def _verdict(diff: float, p_adjusted: float, alpha: float, higher_is_better: boo
 
 
 def format_report(report: Report, fmt: str) -> str:
-    """The report as a markdown table per comparison, JSON, or CSV (one row per task and comparison)."""
+    """The report as a markdown table per comparison, one table of every arm against the baseline,
+    JSON, or CSV (one row per task and comparison)."""
     if fmt == "json":
         settings = {k: v for k, v in asdict(report).items() if k not in ("rows", "notes")}
         settings["exact_mcnemar_below"] = stats.EXACT_MCNEMAR_BELOW
@@ -429,6 +430,8 @@ def format_report(report: Report, fmt: str) -> str:
         return out.getvalue()
     if fmt == "markdown":
         return _markdown(report)
+    if fmt == "arms":
+        return _arms_table(report)
     raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
@@ -461,6 +464,43 @@ def _markdown(report: Report) -> str:
         f"across the tasks of each comparison; the group mean is one test (unadjusted). Verdicts at "
         f"alpha = {report.alpha:g}."
     )
+    return "\n".join(lines) + "\n"
+
+
+def _arms_table(report: Report) -> str:
+    """Rows = tasks, columns = the baseline and each arm compared with it: the view a reader scans
+    across arms. A cell is the arm's value (± std over seeds), its difference from the baseline and
+    the adjusted p, in bold when below alpha."""
+    against = [c for c in report.comparisons if c.endswith(" vs baseline")]
+    if not against:
+        raise ValueError("the arms table needs arms compared with a baseline")
+    cells: dict[str, dict[str, Row]] = {}
+    for r in report.rows:
+        if r.comparison in against:
+            cells.setdefault(r.task, {})[r.b_name] = r
+    arms = [c.removesuffix(" vs baseline") for c in against]
+    lines = [
+        f"| task | n | baseline | {' | '.join(arms)} |",
+        "|---|--:|--:|" + "---|" * len(arms),
+    ]
+    for task, by_arm in cells.items():
+        first = next(iter(by_arm.values()))
+        name = f"**mean** ({len(report.tasks)} tasks)" if task == "mean" else task
+        row = [name, str(first.n), f"{100 * first.a_value:.1f}"]
+        for arm in arms:
+            r = by_arm.get(arm)
+            if r is None:
+                row.append("–")
+                continue
+            spread = f" ± {100 * r.b_std:.1f}" if r.b_std is not None else ""
+            mark = "**" if r.p_adjusted < report.alpha else ""
+            row.append(f"{100 * r.b_value:.1f}{spread} ({mark}{signed_points(r.diff)}{mark}, p {_p_text(r.p_adjusted)})")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        f"Cells: {report.metric} in points (difference from the baseline, p adjusted ({report.adjust}) across "
+        f"tasks; the mean row's p is one test of the group mean); bold when p < {report.alpha:g}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
