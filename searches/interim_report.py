@@ -2,10 +2,13 @@
 agreement on the calibration examples whose exact confirmation is stored so far.
 
 The checkpoint does not store which task each example belongs to; the calibration slice is laid
-out task by task in the order of ``--tasks``, so the layout is given here (the classification searches: 100 documents per task, BoolQ 32). The model's shape and the
-chunk size come from the checkpoint's ``meta.json``.
+out task by task in the family's order. A finished search's map records that layout in its
+provenance (``--map``); without one, the classification searches' layout is assumed (100 documents
+per task, BoolQ 32). The model's shape and the chunk size come from the checkpoint's ``meta.json``.
 
     python searches/interim_report.py searches/smollm2-135m.classification/checkpoint
+    python searches/interim_report.py searches/smollm2-135m.multiple_choice/checkpoint \
+        --map searches/smollm2-135m.multiple_choice/smollm2-135m.multiple_choice.json
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from act_eval.search.selection import keep_heads, spearman, stratified_test
 
-LAYOUT = [("act_sst2", 100), ("act_sst5", 100), ("act_mr", 100), ("act_subj", 100), ("act_agnews", 100),
+CLASSIFICATION = [("act_sst2", 100), ("act_sst5", 100), ("act_mr", 100), ("act_subj", 100), ("act_agnews", 100),
           ("act_trec", 100), ("act_cb", 100), ("act_boolq", 32), ("act_dbpedia", 100)]
 
 
@@ -34,11 +37,16 @@ def _load_json(path: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--map", type=Path, help="the search's map: its provenance gives the calibration layout")
     args = parser.parse_args()
+    layout = CLASSIFICATION
+    if args.map:
+        calibration = _load_json(args.map)["provenance"]["data"]["calibration"]
+        layout = [(task, d["documents"]) for task, d in calibration.items() if d["documents"]]
     inputs = _load_json(args.checkpoint / "meta.json")["inputs"]  # the model's shape and the chunk size, as searched
     heads_per_layer, total = inputs["shape"]["num_heads"], inputs["shape"]["num_layers"] * inputs["shape"]["num_heads"]
     chunk = inputs["chunk"]
-    task_of = [t for t, n in LAYOUT for _ in range(n)]
+    task_of = [t for t, n in layout for _ in range(n)]
     screen = {int(p.name[6:10]): _load(p) for p in (args.checkpoint / "screen").glob("chunk_*")}
     exact_dir = next(args.checkpoint.glob("exact_*"))
     cand = _load(exact_dir / "candidates.json.gz")
