@@ -3,9 +3,12 @@
 # board's baseline run of the same model. Usage (from the repository root, venv active):
 #   bash searches/evaluate_task_maps.sh searches/smollm2-135m.classification smollm2-135m \
 #     leaderboard/submissions/smollm2-135m-instruct.baseline.act_suite_lite.96aa53dc runs/s5/task_maps
-# A finished task's run is kept and only compared again. Empty maps are skipped (they compute hf).
+# A fifth argument "full" evaluates each map on its task's full evaluation split instead (the
+# baseline then a full-split run). A finished task's run is kept and only compared again. Empty
+# maps are skipped (they compute hf).
 set -euo pipefail
-search=$1 model=$2 baseline=$3 out=$4
+search=$1 model=$2 baseline=$3 out=$4 subset=${5:-lite}
+suffix=$([ "$subset" = full ] || echo _lite)
 pretrained=$(act-eval models path "$model")
 mkdir -p "$out"
 for map in "$search"/task_maps/*.json; do
@@ -15,8 +18,8 @@ for map in "$search"/task_maps/*.json; do
   run=$out/$task
   if ! compgen -G "$run/*/results_*.json" > /dev/null; then
     lm_eval run --model hf-act --model_args "pretrained=$pretrained,dtype=float32,head_map=$map" \
-      --tasks "${task}_lite" --include_path "$(act-eval tasks path)" --batch_size 8 --log_samples \
+      --tasks "${task}${suffix}" --include_path "$(act-eval tasks path)" --batch_size 8 --log_samples \
       --output_path "$run" > "$run.log" 2>&1
   fi
-  act-eval compare "$baseline" "$run" --tasks "${task}_lite" --no-plot | grep "^| ${task}_lite"
+  act-eval compare "$baseline" "$run" --tasks "${task}${suffix}" --no-plot | grep "^| ${task}${suffix} "
 done

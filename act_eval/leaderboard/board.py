@@ -185,6 +185,8 @@ def _section(subset: str, entries: list[Accepted], n_resamples: int, seed: int, 
                 families[info.family].append(task)
             if metrics.setdefault(info.family, info.metric) != info.metric:
                 raise ValueError(f"family {info.family} mixes primary metrics ({metrics[info.family]}, {info.metric})")
+    # by name, so a prompt variant's column (act_classification_spaced_lite) follows its family's
+    families = dict(sorted(families.items()))
     rows = {e.id: _row(e, families) for e in entries}
     details: list[Detail] = []
     for family, tasks in families.items():
