@@ -8,7 +8,11 @@
 # maps are skipped (they compute hf).
 set -euo pipefail
 search=$1 model=$2 baseline=$3 out=$4 subset=${5:-lite}
-suffix=$([ "$subset" = full ] || echo _lite)
+case $subset in
+  lite) suffix=_lite ;;
+  full) suffix= ;;
+  *) echo "evaluate_task_maps.sh: the fifth argument is 'lite' (the default) or 'full', not '$subset'" >&2; exit 2 ;;
+esac
 pretrained=$(act-eval models path "$model")
 mkdir -p "$out"
 for map in "$search"/task_maps/*.json; do
