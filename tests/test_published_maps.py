@@ -1,5 +1,6 @@
 """The searched maps under head_maps/: each is the search's own output and holds only heads the
-search confirmed exactly and kept (the map's provenance is the evidence a user reads)."""
+search confirmed exactly and kept (the map's provenance is the evidence a user reads); a search's
+per-task maps are published by one rule, whatever their evaluation later showed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from act_eval.core.head_map import load_head_map, published_head_maps
+from act_eval.core.head_map import HeadMap, load_head_map, published_head_maps
 
 SEARCHES = Path(__file__).resolve().parent.parent / "searches"
 SEARCHED = [hm for hm in published_head_maps() if "second generation" in hm.provenance.get("method", "")]
+PUBLISHED = {hm.name: hm for hm in published_head_maps()}
+
+
+def search_output(name: str) -> Path:
+    """A family map is ``searches/<name>/<name>.json``; a per-task map sits in its family's ``task_maps/``."""
+    found = [*SEARCHES.glob(f"*/{name}.json"), *SEARCHES.glob(f"*/task_maps/{name}.json")]
+    assert len(found) == 1, f"{name}: expected one search output, found {found}"
+    return found[0]
 
 
 def test_some_published_map_comes_from_the_search():
@@ -19,8 +28,22 @@ def test_some_published_map_comes_from_the_search():
 
 @pytest.mark.parametrize("hm", SEARCHED, ids=lambda hm: hm.name)
 def test_a_searched_map_is_the_searchs_output(hm):
-    searched = load_head_map(SEARCHES / hm.name / f"{hm.name}.json")
-    assert searched.content_hash == hm.content_hash
+    assert load_head_map(search_output(hm.name)).content_hash == hm.content_hash
+
+
+def settings(hm: HeadMap) -> tuple:
+    return hm.rule, dict(hm.heads), hm.threshold, hm.beta, hm.factor
+
+
+@pytest.mark.parametrize("family", sorted(p.parent.name for p in SEARCHES.glob("*/task_maps")))
+def test_a_per_task_map_is_published_when_non_empty_and_unlike_its_family_map(family):
+    family_map = load_head_map(SEARCHES / family / f"{family}.json")
+    for path in sorted((SEARCHES / family / "task_maps").glob("*.json")):
+        task_map = load_head_map(path)
+        distinct = task_map.num_calibrated > 0 and settings(task_map) != settings(family_map)
+        published = PUBLISHED.get(task_map.name)
+        assert (published is not None) == distinct, f"{task_map.name}: published {published is not None}, rule says {distinct}"
+        assert published is None or published.content_hash == task_map.content_hash
 
 
 @pytest.mark.parametrize("hm", SEARCHED, ids=lambda hm: hm.name)

@@ -179,7 +179,7 @@ class HeadMap:
 
     def summary_line(self) -> str:
         return (
-            f"{self.name or self.source:48s} {self.model:40s} {self.task_family:16s} "
+            f"{self.name or self.source:54s} {self.model:36s} {self.task_family:18s} "
             f"{self.num_calibrated:4d}/{self.num_layers * self.num_heads} heads  "
             f"{self.settings_text()}  {self.content_hash[:19]}"
         )
