@@ -119,6 +119,11 @@ def test_every_published_map_loads():
 def test_cli_lists_and_shows(capsys):
     assert cli(["head-maps", "list"]) == 0
     assert "mistral-7b-instruct-v0.2.classification" in capsys.readouterr().out
+    assert cli(["head-maps", "list", "mistral-*"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [
+        "mistral-7b-instruct-v0.2.classification", "mistral-7b-instruct-v0.2.multiple_choice"]
+    assert cli(["head-maps", "list", "nope*"]) == 2
+    assert "no published head map is named like 'nope*'" in capsys.readouterr().err
     assert cli(["head-maps", "show", "mistral-7b-instruct-v0.2.classification"]) == 0
     out = capsys.readouterr().out
     assert "16 of 1024" in out and "layer  13" in out

@@ -8,7 +8,10 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("head-maps", help="list or show published head maps")
     action = parser.add_subparsers(dest="action", required=True)
-    action.add_parser("list", help="list published maps").set_defaults(func=_list)
+    listing = action.add_parser("list", help="list published maps")
+    listing.add_argument("pattern", nargs="?", default="*",
+                         help="only names matching this shell pattern, e.g. 'gemma3-270m.*' or '*.act_trec*' (default: all)")
+    listing.set_defaults(func=_list)
     show = action.add_parser("show", help="print one map (name or path) with a per-layer summary")
     show.add_argument("map")
     show.add_argument("--json", action="store_true", help="print the file as JSON")
@@ -20,9 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    import sys
+    from fnmatch import fnmatchcase
+
     from act_eval.core.head_map import published_head_maps
 
-    for hm in published_head_maps():
+    maps = [hm for hm in published_head_maps() if fnmatchcase(hm.name, args.pattern)]
+    if not maps:
+        print(f"no published head map is named like {args.pattern!r} (act-eval head-maps list shows them all)", file=sys.stderr)
+        return 2
+    for hm in maps:
         print(hm.summary_line())
     return 0
 
