@@ -219,3 +219,13 @@ def test_settings_of_the_other_rule_are_refused():
         check_overrides(first_token_map(), threshold=0.2, beta=0.3)
     with pytest.raises(HeadMapError, match="act_reference_sinks applies to ACT maps"):
         check_overrides(first_token_map(), reference_sinks=True)
+
+
+def test_a_map_names_the_tasks_its_search_never_saw():
+    """A per-task map knows its one task (lite or full split); the authors' maps record no searched tasks."""
+    trec = load_head_map("smollm2-135m.classification_spaced.act_trec_spaced")
+    tasks = ["act_trec_spaced_lite", "act_trec_spaced", "act_trec_lite", "act_agnews_spaced", None]
+    assert trec.unsearched_tasks(tasks) == ["act_agnews_spaced", "act_trec_lite"]
+    family = load_head_map("smollm2-135m.classification")
+    assert family.unsearched_tasks(["act_sst2_lite", "act_boolq", "act_arc_easy_lite"]) == ["act_arc_easy_lite"]
+    assert load_head_map("llama-2-7b-chat.classification").unsearched_tasks(["act_arc_easy"]) == []

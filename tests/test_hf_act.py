@@ -197,6 +197,31 @@ def test_start_up_line_names_the_calibration_and_an_empty_map_is_flagged(smol, c
     assert warnings == ["hf-act: head map act_heads selects no head: this run computes exactly what `hf` computes"]
 
 
+def test_a_run_on_tasks_the_map_was_not_searched_on_is_flagged(smol, tmp_path, caplog):
+    """The tasks arrive with the requests: the map's own task (lite split) passes quietly, another is named."""
+    from lm_eval.api.instance import Instance
+
+    from act_eval.core.head_map import HeadMap
+
+    hm = HeadMap(model="HuggingFaceTB/SmolLM2-135M-Instruct", architecture="llama", num_layers=30, num_heads=9,
+                 num_kv_heads=3, heads={3: (1,)}, name="sst2-map", provenance={"tasks": ["act_sst2"]})
+    lm = act_lm(smol, head_map=str(hm.save(tmp_path / "sst2-map.json")))
+
+    def requests(task: str) -> list:
+        return [Instance("loglikelihood", {}, (INSTRUCTION + "Sentence: fine \nSentiment:", w), 0, (task, 0, 1))
+                for w in (" negative", " positive")]
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "lm_eval.models.hf_act" and r.levelname == "WARNING"]
+
+    with logged(caplog, "lm_eval.models.hf_act"):
+        lm.loglikelihood(requests("act_sst2_lite"), disable_tqdm=True)
+    assert warnings() == []
+    with logged(caplog, "lm_eval.models.hf_act"):
+        lm.loglikelihood(requests("act_sst2_lite") + requests("act_mr_lite"), disable_tqdm=True)
+    assert warnings() == ["hf-act: head map sst2-map was searched on act_sst2; this run also scores act_mr_lite"]
+
+
 def test_model_info_records_the_map_that_ran(smol, tmp_path):
     """lm-eval merges get_model_info() into results["config"]: the map's name and content hash travel with the run."""
     from act_eval.core.head_map import HeadMap

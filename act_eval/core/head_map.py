@@ -161,6 +161,15 @@ class HeadMap:
             return {"threshold": self.threshold, "beta": self.beta}
         return {"rule": self.rule, "factor": self.factor}
 
+    def unsearched_tasks(self, tasks: Iterable[str | None]) -> list[str]:
+        """The tasks among ``tasks`` that this map's search never saw (a task's ``_lite`` subset counts as the
+        task), so a run can say when a map meets prompts it was not chosen on; none for a map whose provenance
+        lists no searched tasks (the authors' maps)."""
+        searched = set(self.provenance.get("tasks") or ())
+        if not searched:
+            return []
+        return sorted({t for t in tasks if t is not None and t.removesuffix("_lite") not in searched})
+
     def settings_text(self) -> str:
         """The rule's parameters in a few characters, for listings."""
         return f"t={self.threshold:g} b={self.beta:g}" if self.rule == "act" else f"first_token g={self.factor:g}"

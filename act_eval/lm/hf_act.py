@@ -73,6 +73,18 @@ def _announce(config: dict[str, Any]) -> None:
         log.warning("hf-act: head map %s selects no head: this run computes exactly what `hf` computes", config["head_map"])
 
 
+def _warn_unsearched(head_map: HeadMap, requests: list) -> None:
+    """A warning when this call scores tasks the map was not searched on: a per-task map run on a group, or a
+    map on the other prompt protocol. It may be deliberate (the README evaluates maps across protocols); it
+    should never be silent."""
+    unseen = head_map.unsearched_tasks(getattr(r, "task_name", None) for r in requests)
+    if unseen:
+        log.warning(
+            "hf-act: head map %s was searched on %s; this run also scores %s",
+            head_map.name or head_map.source, ", ".join(head_map.provenance["tasks"]), ", ".join(unseen),
+        )
+
+
 @register_model("hf-act")
 class HFActLM(HFFastLM):
     """``hf-fast`` with ACT.
@@ -164,6 +176,14 @@ class HFActLM(HFFastLM):
         """HFLM's model info plus the calibration: lm-eval merges it into the results' ``config``,
         so a results file says which map ran (``act-eval submit`` and ``compare`` check it)."""
         return {**super().get_model_info(), "act": self.act_config}
+
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        _warn_unsearched(self.act.head_map, requests)
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        _warn_unsearched(self.act.head_map, requests)
+        return super().generate_until(requests, disable_tqdm=disable_tqdm)
 
     def _scoring(self, prompts: list[int | None], length: int) -> dict[str, Any]:
         """Each row's prompt length, for the forward call; a row that is no request (lm-eval's
