@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from act_eval.compare.report import compare_runs, signed_points
+from act_eval.compare.report import Row, compare_runs, signed_points
 from act_eval.compare.stats import holm
 from act_eval.lm.runs import load_run
 
 
-def task_rows(baseline: Path, out: Path) -> list[tuple[str, object, str]]:
+def task_rows(baseline: Path, out: Path) -> list[tuple[str, Row, str]]:
     """(task, row, map) for every finished run under ``out``: the map is the name the run recorded."""
     base = load_run(baseline)
     rows = []
@@ -31,7 +31,7 @@ def task_rows(baseline: Path, out: Path) -> list[tuple[str, object, str]]:
     return rows
 
 
-def table(rows: list[tuple[str, object, str]]) -> str:
+def table(rows: list[tuple[str, Row, str]]) -> str:
     adjusted = holm([row.p_value for _, row, _ in rows]) if rows else []
     lines = [
         f"| task | map | n | baseline -> map | p (Holm over {len(rows)}) |",

@@ -11,8 +11,8 @@ import pytest
 from act_eval.core.head_map import HeadMap, load_head_map, published_head_maps
 
 SEARCHES = Path(__file__).resolve().parent.parent / "searches"
-SEARCHED = [hm for hm in published_head_maps() if "second generation" in hm.provenance.get("method", "")]
 PUBLISHED = {hm.name: hm for hm in published_head_maps()}
+SEARCHED = [hm for hm in PUBLISHED.values() if "second generation" in hm.provenance.get("method", "")]
 
 
 def search_output(name: str) -> Path:
@@ -32,7 +32,7 @@ def test_a_searched_map_is_the_searchs_output(hm):
 
 
 def settings(hm: HeadMap) -> tuple:
-    return hm.rule, dict(hm.heads), hm.threshold, hm.beta, hm.factor
+    return dict(hm.heads), hm.rule_settings()
 
 
 @pytest.mark.parametrize("family", sorted(p.parent.name for p in SEARCHES.glob("*/task_maps")))
