@@ -30,7 +30,7 @@ for map in "$search"/task_maps/*.json; do
     paper) task=${task%_spaced} ;;
     spaced) task=${task%_spaced}_spaced ;;
   esac
-  heads=$(python -c "import json,sys; print(sum(len(v) for v in json.load(open(sys.argv[1]))['heads'].values()))" "$map")
+  heads=$(python -c "import sys; from act_eval.core.head_map import load_head_map; print(load_head_map(sys.argv[1]).num_calibrated)" "$map")
   [ "$heads" = 0 ] && { echo "$task: empty map, skipped"; continue; }
   run=$out/$task
   if ! compgen -G "$run/*/results_*.json" > /dev/null; then
