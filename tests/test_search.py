@@ -171,8 +171,10 @@ def test_the_stored_smollm2_confirmation_is_reproduced(smollm2_path):
     with the eager kernel (then the default); the blockwise kernel gives them to about 1e-5 relative
     (float32 noise: naive evaluation on it differs from them by as much). The stored values came from
     single-thread ranks; another torch thread count reorders the sums (7e-6 relative seen with two
-    threads), so they are held to 1e-5, the engine's own agreement with naive on SmolLM2 (above)."""
-    tolerance = 1e-5
+    threads), and another CPU's float32 kernels differ by as much: on an AMD EPYC host naive evaluation
+    itself gives these values to 1.1e-5 relative, the engine to 1.07e-5 (correctness identical). So they
+    are held to 3e-5; a change of the engine's numbers that matters moves them by 1e-3 or more."""
+    tolerance = 3e-5
     import gzip
     import json
     from pathlib import Path
